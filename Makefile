@@ -12,8 +12,10 @@ PORT     ?= 8080
 # Where pinned tools (staticcheck, the test registry, Kubernetes) are installed.
 TOOLS    ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hello
 STATICCHECK_VERSION ?= v0.8.2
+# CNCF Distribution, the registry the container and cluster suites push to.
+REGISTRY_VERSION ?= v3.0.0
 
-KNOBS := IMAGE VERSION TAG REGISTRY GOARCH PORT TOOLS STATICCHECK_VERSION
+KNOBS := IMAGE VERSION TAG REGISTRY GOARCH PORT TOOLS STATICCHECK_VERSION REGISTRY_VERSION
 
 REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 # -trimpath and a version from git (not from the build's VCS stamp) make two
@@ -21,6 +23,7 @@ REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 GOBUILD := CGO_ENABLED=0 go build -trimpath -buildvcs=false \
 	-ldflags '-s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)'
 STATICCHECK := $(TOOLS)/staticcheck@$(STATICCHECK_VERSION)/staticcheck
+REGISTRY_BIN := $(TOOLS)/registry@$(REGISTRY_VERSION)/registry
 
 .DEFAULT_GOAL := help
 .PHONY: help go-run go-build test lint clean
@@ -48,6 +51,9 @@ lint: $(STATICCHECK) ## gofmt, go vet and staticcheck
 # go install, not go get: the pinned tool never enters go.mod.
 $(STATICCHECK):
 	GOBIN=$(@D) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+$(REGISTRY_BIN):
+	GOBIN=$(@D) go install github.com/distribution/distribution/v3/cmd/registry@$(REGISTRY_VERSION)
 
 clean: ## Remove the built binary
 	rm -f hello
