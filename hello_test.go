@@ -1,0 +1,694 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"debug/elf"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+	"unicode/utf8"
+)
+
+const (
+	textPlainUTF8 = "text/plain; charset=utf-8"
+	long256       = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" +
+		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" +
+		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" +
+		"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+)
+
+var greetTests = []struct {
+	name, method, target string
+	code                 int
+	body                 string // exact for 200 (HEAD too: the recorder keeps what net/http drops); a prefix for errors
+}{
+	{"seed walk", "GET", "/TutorialHero", 200, "Hello, TutorialHero!\n"},
+	{"root", "GET", "/", 200, "Hello, World!\n"},
+	{"head", "HEAD", "/TutorialHero", 200, "Hello, TutorialHero!\n"},
+	{"utf-8", "GET", "/J%C3%BCrgen", 200, "Hello, Jürgen!\n"},
+	{"raw utf-8", "GET", "/Jürgen", 200, "Hello, Jürgen!\n"},
+	{"space", "GET", "/Tutorial%20Hero", 200, "Hello, Tutorial Hero!\n"},
+	{"escaped slash", "GET", "/a%2Fb", 200, "Hello, a/b!\n"},
+	{"escaped slash and escape", "GET", "/a%2F%C3%BC", 200, "Hello, a/ü!\n"},
+	{"query ignored", "GET", "/Query?name=other&x=%00", 200, "Hello, Query!\n"},
+	{"markup is text", "GET", "/%3Cscript%3E", 200, "Hello, <script>!\n"},
+	{"256 bytes", "GET", "/" + long256, 200, "Hello, " + long256 + "!\n"},
+	{"dot segment", "GET", "/..", 200, "Hello, ..!\n"},
+	{"257 bytes", "GET", "/" + long256 + "x", 400, "bad name: longer than 256 bytes"},
+	{"257 bytes decoded", "GET", "/" + strings.Repeat("%C3%BC", 129), 400, "bad name: longer than 256 bytes"},
+	{"NUL", "GET", "/a%00b", 400, "bad name: holds a control character"},
+	{"newline", "GET", "/a%0Ab", 400, "bad name: holds a control character"},
+	{"carriage return", "GET", "/a%0D%0ASet-Cookie:x", 400, "bad name: holds a control character"},
+	{"escape char", "GET", "/%1B%5B31m", 400, "bad name: holds a control character"},
+	{"DEL", "GET", "/a%7F", 400, "bad name: holds a control character"},
+	{"C1 control", "GET", "/a%C2%85", 400, "bad name: holds a control character"},
+	{"last C1 control", "GET", "/%C2%9F", 400, "bad name: holds a control character"},
+	{"after C1 is fine", "GET", "/%C2%A0", 200, "Hello, \u00a0!\n"},
+	{"invalid UTF-8", "GET", "/%FF", 400, "bad name: not valid UTF-8"},
+	{"overlong UTF-8", "GET", "/%C0%AF", 400, "bad name: not valid UTF-8"},
+	{"surrogate", "GET", "/%ED%A0%80", 400, "bad name: not valid UTF-8"},
+	{"two segments", "GET", "/a/b", 404, "not found"},
+	{"trailing slash", "GET", "/a/", 404, "not found"},
+	{"empty segments", "GET", "//", 404, "not found"},
+	{"two segments, one escaped slash", "GET", "/a%2Fb/c", 404, "not found"},
+	{"healthz", "GET", "/healthz", 200, "ok\n"},
+	{"readyz", "GET", "/readyz", 200, "ok\n"},
+	{"healthz head", "HEAD", "/healthz", 200, "ok\n"},
+	{"post", "POST", "/TutorialHero", 405, "method not allowed"},
+	{"put", "PUT", "/", 405, "method not allowed"},
+	{"delete", "DELETE", "/healthz", 405, "method not allowed"},
+	{"options", "OPTIONS", "/x", 405, "method not allowed"},
+	{"made-up method", "BREW", "/coffee", 405, "method not allowed"},
+}
+
+func TestGreet(t *testing.T) {
+	h := &greeter{}
+	for _, tc := range greetTests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, httptest.NewRequest(tc.method, tc.target, nil))
+			body := w.Body.String()
+			ok := body == tc.body
+			if tc.code != 200 {
+				ok = strings.HasPrefix(body, tc.body) && strings.Count(body, "\n") == 1 && strings.HasSuffix(body, "\n")
+			}
+			if w.Code != tc.code || !ok {
+				t.Errorf("%s %q = %d %q, want %d %q", tc.method, tc.target, w.Code, body, tc.code, tc.body)
+			}
+			wantHeaders := map[string]string{
+				"Content-Type":           textPlainUTF8,
+				"X-Content-Type-Options": "nosniff",
+			}
+			if tc.code == 405 {
+				wantHeaders["Allow"] = "GET, HEAD"
+			}
+			for k, v := range wantHeaders {
+				if got := w.Header().Get(k); got != v {
+					t.Errorf("%s %q: header %s = %q, want %q", tc.method, tc.target, k, got, v)
+				}
+			}
+		})
+	}
+}
+
+// TestGreetHostileNamesEchoNothing checks that a rejected name comes back
+// nowhere in the answer.
+func TestGreetHostileNamesEchoNothing(t *testing.T) {
+	h := &greeter{}
+	for _, tc := range greetTests {
+		if tc.code == 200 {
+			continue
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(tc.method, tc.target, nil))
+		seg := strings.TrimPrefix(tc.target, "/")
+		if len(seg) > 2 && strings.Contains(w.Body.String(), seg) {
+			t.Errorf("%s %q: body %q echoes the name", tc.method, tc.target, w.Body.String())
+		}
+	}
+}
+
+// FuzzGreet checks invariants for any request target: the answer is 200, 400
+// or 404; a 200 greets exactly the decoded segment; no header carries input.
+func FuzzGreet(f *testing.F) {
+	for _, tc := range greetTests {
+		f.Add(tc.target)
+	}
+	for _, s := range []string{"/%", "/%zz", "/%2", "*", "http://h/x", "/\xff", "/a\x00", "/%C0%80",
+		"/%E2%80%8F", "/%F4%90%80%80", "/%2F", "/%2F%2F", "/a%2F", "/healthz/", "/readyz%2F", "/%68ealthz"} {
+		f.Add(s)
+	}
+	h := &greeter{}
+	allowed := map[string]string{
+		"Content-Type":           textPlainUTF8,
+		"X-Content-Type-Options": "nosniff",
+	}
+	f.Fuzz(func(t *testing.T, target string) {
+		u, err := url.ParseRequestURI(target)
+		if err != nil {
+			return // net/http answers 400 before any handler runs: TestServerRejects
+		}
+		r := httptest.NewRequest("GET", "/", nil)
+		r.URL, r.RequestURI = u, target
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		body := w.Body.String()
+		switch w.Code {
+		case 200:
+			if u.Path == "/healthz" || u.Path == "/readyz" {
+				break
+			}
+			name, ok := strings.CutSuffix(strings.TrimPrefix(body, "Hello, "), "!\n")
+			want, err := url.PathUnescape(strings.TrimPrefix(u.EscapedPath(), "/"))
+			if want == "" {
+				want = "World"
+			}
+			if !ok || err != nil || name != want || !utf8.ValidString(name) || len(name) > maxName {
+				t.Errorf("GET %q = 200 %q, want %q", target, body, "Hello, "+want+"!\n")
+			}
+		case 400, 404:
+			if strings.Count(body, "\n") != 1 {
+				t.Errorf("GET %q = %d %q, want a one-line body", target, w.Code, body)
+			}
+		default:
+			t.Errorf("GET %q = %d %q, want 200, 400 or 404", target, w.Code, body)
+		}
+		for k, vs := range w.Header() {
+			if len(vs) != 1 || allowed[k] != vs[0] {
+				t.Errorf("GET %q: header %s: %q is not one of the fixed values", target, k, vs)
+			}
+		}
+	})
+}
+
+func BenchmarkGreet(b *testing.B) {
+	h := &greeter{}
+	r := httptest.NewRequest("GET", "/TutorialHero", nil)
+	w := &discard{header: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.header)
+		h.ServeHTTP(w, r)
+	}
+}
+
+// discard is a ResponseWriter that keeps nothing, so the benchmark measures the handler.
+type discard struct{ header http.Header }
+
+func (d *discard) Header() http.Header         { return d.header }
+func (d *discard) Write(p []byte) (int, error) { return len(p), nil }
+func (d *discard) WriteHeader(int)             {}
+
+// server is one run of run on 127.0.0.1:0.
+type server struct {
+	url  string // http://127.0.0.1:port
+	addr string // 127.0.0.1:port
+	out  *syncBuffer
+	stop context.CancelFunc // what SIGTERM does in main
+	done chan error
+}
+
+var bannerRE = regexp.MustCompile(`^Welcome, user! Curl me \(locally with Port (\d+)\) with your name as path :-D\n`)
+
+// start runs the server with args after "-addr 127.0.0.1:0" and returns once
+// the banner shows. It is stopped at the end of the test.
+func start(t *testing.T, env map[string]string, args ...string) *server {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &server{out: &syncBuffer{}, stop: cancel, done: make(chan error, 1)}
+	go func() { s.done <- run(ctx, args, mapenv(env), s.out, io.Discard) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-s.done:
+		case <-time.After(15 * time.Second):
+			t.Errorf("run did not return 15 s after its context was canceled")
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if m := bannerRE.FindStringSubmatch(s.out.String()); m != nil {
+			s.addr = "127.0.0.1:" + m[1]
+			s.url = "http://" + s.addr
+			return s
+		}
+		select {
+		case err := <-s.done:
+			t.Fatalf("run(%q) = %v before printing the banner; output %q", args, err, s.out.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	t.Fatalf("run(%q) printed no banner in 10 s; output %q", args, s.out.String())
+	return nil
+}
+
+// wait stops the server as SIGTERM would and returns run's error.
+func (s *server) wait(t *testing.T) error {
+	t.Helper()
+	s.stop()
+	select {
+	case err := <-s.done:
+		s.done <- err // for the cleanup
+		return err
+	case <-time.After(15 * time.Second):
+		t.Fatal("run did not return 15 s after its context was canceled")
+		return nil
+	}
+}
+
+func mapenv(env map[string]string) func(string) string {
+	return func(k string) string { return env[k] }
+}
+
+func get(t *testing.T, url string) (*http.Response, string) {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: reading body: %v", url, err)
+	}
+	return resp, string(b)
+}
+
+func TestRunServes(t *testing.T) {
+	s := start(t, nil, "-addr", "127.0.0.1:0")
+	for _, tc := range greetTests {
+		switch tc.method {
+		case "GET":
+			resp, body := get(t, s.url+tc.target)
+			if resp.StatusCode != tc.code || (tc.code == 200 && body != tc.body) {
+				t.Errorf("GET %q = %d %q, want %d %q", tc.target, resp.StatusCode, body, tc.code, tc.body)
+			}
+		case "HEAD":
+			resp, err := http.Head(s.url + tc.target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tc.code || resp.ContentLength != int64(len(tc.body)) {
+				t.Errorf("HEAD %q = %d, Content-Length %d; want %d, %d",
+					tc.target, resp.StatusCode, resp.ContentLength, tc.code, len(tc.body))
+			}
+		}
+	}
+	if err := s.wait(t); err != nil {
+		t.Errorf("run after SIGTERM = %v, want nil", err)
+	}
+	lines := strings.Split(strings.TrimSpace(s.out.String()), "\n")
+	if !bannerRE.MatchString(lines[0] + "\n") {
+		t.Errorf("first stdout line = %q, want the banner", lines[0])
+	}
+	var msgs []string
+	for _, l := range lines[1:] {
+		var rec struct{ Msg string }
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Errorf("stdout line %q is not JSON: %v", l, err)
+		}
+		msgs = append(msgs, rec.Msg)
+	}
+	if got, want := strings.Join(msgs, ","), "listening,shutdown begun,stopped"; got != want {
+		t.Errorf("log messages = %s, want %s", got, want)
+	}
+}
+
+// TestServerRejects covers what net/http answers before the handler runs.
+func TestServerRejects(t *testing.T) {
+	s := start(t, nil, "-addr", "127.0.0.1:0")
+	for _, tc := range []struct {
+		name, request string
+		code          int
+	}{
+		{"malformed escape", "GET /% HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"bad escape digits", "GET /%zz HTTP/1.1\r\nHost: x\r\n\r\n", 400},
+		{"64 KiB of headers", "GET /x HTTP/1.1\r\nHost: x\r\nX-Big: " + strings.Repeat("a", 64<<10) + "\r\n\r\n", 431},
+		{"no Host", "GET /x HTTP/1.1\r\n\r\n", 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := roundTrip(t, s.addr, tc.request)
+			if resp.StatusCode != tc.code {
+				t.Errorf("%q = %d, want %d", tc.request[:20], resp.StatusCode, tc.code)
+			}
+		})
+	}
+}
+
+// roundTrip writes a raw request and reads the answer's status and headers.
+func roundTrip(t *testing.T, addr, request string) *http.Response {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(conn, request); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	return resp
+}
+
+func TestRunFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		usage bool   // want a usageError (exit 2)
+		out   string // wanted in stdout, or in stderr for an error
+	}{
+		{name: "version", args: []string{"-version"}, out: "hello dev (revision unknown, go1."},
+		{name: "help lists every flag", args: []string{"-h"}, out: "-access-log"},
+		{name: "unknown flag", args: []string{"-nope"}, usage: true, out: "flag provided but not defined: -nope"},
+		{name: "bad duration", args: []string{"-shutdown-delay", "soon"}, usage: true, out: "invalid value"},
+		{name: "bad addr", args: []string{"-addr", "8080"}, usage: true},
+		{name: "bad port", args: []string{"-addr", ":99999"}, usage: true},
+		{name: "bad PORT", env: map[string]string{"PORT": "http"}, usage: true},
+		{name: "argument", args: []string{"Hero"}, usage: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(context.Background(), tc.args, mapenv(tc.env), &stdout, &stderr)
+			if got := errors.As(err, new(usageError)); got != tc.usage || (!tc.usage && err != nil) {
+				t.Fatalf("run(%q) = %v, want usage error %v", tc.args, err, tc.usage)
+			}
+			all := stdout.String() + stderr.String()
+			if !strings.Contains(all, tc.out) {
+				t.Errorf("run(%q) printed %q, want it to contain %q", tc.args, all, tc.out)
+			}
+		})
+	}
+}
+
+func TestHelpDocumentsEveryFlag(t *testing.T) {
+	var stderr bytes.Buffer
+	if err := run(context.Background(), []string{"-h"}, mapenv(nil), io.Discard, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"-addr", "-shutdown-delay", "-shutdown-timeout", "-access-log", "-healthcheck", "-version", "PORT"} {
+		if !strings.Contains(stderr.String(), f) {
+			t.Errorf("hello -h does not mention %s:\n%s", f, stderr.String())
+		}
+	}
+}
+
+func TestRunPort(t *testing.T) {
+	// PORT applies when -addr is not given.
+	s := start(t, map[string]string{"PORT": "0"})
+	if resp, body := get(t, s.url+"/Port"); body != "Hello, Port!\n" {
+		t.Errorf("with PORT=0: GET /Port = %d %q", resp.StatusCode, body)
+	}
+
+	// -addr wins over PORT: PORT names a port that is taken, -addr a free one.
+	taken := listen(t)
+	_, port, _ := net.SplitHostPort(taken.Addr().String())
+	s = start(t, map[string]string{"PORT": port}, "-addr", "127.0.0.1:0")
+	if s.addr == taken.Addr().String() {
+		t.Errorf("-addr 127.0.0.1:0 with PORT=%s listened on PORT", port)
+	}
+}
+
+func TestRunPortInUse(t *testing.T) {
+	taken := listen(t)
+	err := run(context.Background(), []string{"-addr", taken.Addr().String()}, mapenv(nil), io.Discard, io.Discard)
+	if err == nil || errors.As(err, new(usageError)) || !strings.Contains(err.Error(), "address already in use") {
+		t.Errorf("run on a port in use = %v, want an address-in-use error (exit 1)", err)
+	}
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// TestRunDrain: during -shutdown-delay the server still greets, says
+// Connection: close, and /readyz is 503; then run returns nil.
+func TestRunDrain(t *testing.T) {
+	s := start(t, nil, "-addr", "127.0.0.1:0", "-shutdown-delay", "2s")
+	if resp, _ := get(t, s.url+"/readyz"); resp.StatusCode != 200 {
+		t.Fatalf("GET /readyz before shutdown = %d, want 200", resp.StatusCode)
+	}
+	s.stop()
+	deadline := time.Now().Add(time.Second)
+	for {
+		resp, _ := get(t, s.url+"/readyz")
+		if resp.StatusCode == 503 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /readyz after SIGTERM = %d, want 503", resp.StatusCode)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	resp, body := get(t, s.url+"/Drain")
+	if resp.StatusCode != 200 || body != "Hello, Drain!\n" || !resp.Close {
+		t.Errorf("GET /Drain while draining = %d %q, Connection: close %v; want 200 %q, true",
+			resp.StatusCode, body, resp.Close, "Hello, Drain!\n")
+	}
+	if resp, _ := get(t, s.url+"/healthz"); resp.StatusCode != 200 {
+		t.Errorf("GET /healthz while draining = %d, want 200", resp.StatusCode)
+	}
+	if err := s.wait(t); err != nil {
+		t.Errorf("run after the drain = %v, want nil", err)
+	}
+}
+
+// TestRunShutdownTimeout: a request still open when the timeout ends is cut
+// off, and run says so.
+func TestRunShutdownTimeout(t *testing.T) {
+	s := start(t, nil, "-addr", "127.0.0.1:0", "-shutdown-timeout", "200ms")
+	conn, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Half a request: the connection is active until its headers end.
+	io.WriteString(conn, "GET /Slow HTTP/1.1\r\nHost: x\r\n")
+	time.Sleep(100 * time.Millisecond)
+	err = s.wait(t)
+	if err == nil || !strings.Contains(err.Error(), "cut off") {
+		t.Errorf("run with a request open past -shutdown-timeout = %v, want a cut-off error", err)
+	}
+}
+
+// TestRunDribbledHeaders: a client that sends its headers slowly is cut off
+// at ReadHeaderTimeout (5 s), while others are served.
+func TestRunDribbledHeaders(t *testing.T) {
+	t.Parallel()
+	s := start(t, nil, "-addr", "127.0.0.1:0")
+	conn, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /Slow HTTP/1.1\r\n")
+	closed := make(chan error, 1)
+	go func() {
+		for i := 0; i < 20; i++ {
+			if _, err := fmt.Fprintf(conn, "X-%d: y\r\n", i); err != nil {
+				closed <- err
+				return
+			}
+			time.Sleep(time.Second)
+		}
+		closed <- nil
+	}()
+	if _, body := get(t, s.url+"/Other"); body != "Hello, Other!\n" {
+		t.Errorf("GET /Other beside a dribbler = %q", body)
+	}
+	// The server closes the connection; reading sees that without waiting 20 s.
+	conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	_, err = io.ReadAll(conn)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Errorf("a client dribbling headers for 15 s was not cut off")
+	}
+}
+
+func TestRunAccessLog(t *testing.T) {
+	s := start(t, nil, "-addr", "127.0.0.1:0", "-access-log")
+	get(t, s.url+"/Logged?q=1")
+	s.wait(t)
+	var rec map[string]any
+	for _, l := range strings.Split(s.out.String(), "\n") {
+		if strings.Contains(l, `"msg":"request"`) {
+			if err := json.Unmarshal([]byte(l), &rec); err != nil {
+				t.Fatalf("access log line %q: %v", l, err)
+			}
+		}
+	}
+	if rec == nil {
+		t.Fatalf("no access log line in %q", s.out.String())
+	}
+	want := map[string]any{"method": "GET", "path": "/Logged", "status": 200.0, "bytes": float64(len("Hello, Logged!\n"))}
+	for k, v := range want {
+		if rec[k] != v {
+			t.Errorf("access log %s = %v, want %v", k, rec[k], v)
+		}
+	}
+	for _, k := range []string{"time", "duration", "remote"} {
+		if _, ok := rec[k]; !ok {
+			t.Errorf("access log line %v has no %s", rec, k)
+		}
+	}
+}
+
+func TestHealthcheck(t *testing.T) {
+	s := start(t, nil, "-addr", "127.0.0.1:0")
+	_, port, _ := net.SplitHostPort(s.addr)
+	if err := run(context.Background(), []string{"-healthcheck", "-addr", ":" + port}, mapenv(nil), io.Discard, io.Discard); err != nil {
+		t.Errorf("-healthcheck against a live server = %v, want nil", err)
+	}
+	if err := run(context.Background(), []string{"-healthcheck"}, mapenv(map[string]string{"PORT": port}), io.Discard, io.Discard); err != nil {
+		t.Errorf("-healthcheck with PORT=%s = %v, want nil", port, err)
+	}
+	s.wait(t)
+	if err := run(context.Background(), []string{"-healthcheck", "-addr", ":" + port}, mapenv(nil), io.Discard, io.Discard); err == nil {
+		t.Errorf("-healthcheck against a stopped server = nil, want an error")
+	}
+
+	// A listener that answers something other than 200 is unhealthy too.
+	ln := listen(t)
+	go http.Serve(ln, http.NotFoundHandler())
+	_, port, _ = net.SplitHostPort(ln.Addr().String())
+	if err := run(context.Background(), []string{"-healthcheck", "-addr", ":" + port}, mapenv(nil), io.Discard, io.Discard); err == nil {
+		t.Errorf("-healthcheck against a 404 = nil, want an error")
+	}
+}
+
+// TestBinary builds hello as make go-build does and checks the process:
+// static, reproducible, exit codes, and a clean stop on a real SIGTERM.
+func TestBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary twice, once from an empty build cache")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "hello")
+	build(t, bin)
+
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	libs, _ := f.ImportedLibraries()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			t.Errorf("%s has an ELF interpreter: not static", bin)
+		}
+	}
+	if len(libs) > 0 || f.Machine != elf.EM_X86_64 {
+		t.Errorf("%s links %v for %v, want no libraries, x86-64", bin, libs, f.Machine)
+	}
+
+	t.Run("reproducible", func(t *testing.T) {
+		again := filepath.Join(dir, "hello-again")
+		build(t, again, "GOCACHE="+t.TempDir())
+		a, _ := os.ReadFile(bin)
+		b, _ := os.ReadFile(again)
+		if !bytes.Equal(a, b) {
+			t.Errorf("two builds of one commit differ: %d and %d bytes", len(a), len(b))
+		}
+	})
+
+	t.Run("SIGTERM", func(t *testing.T) {
+		cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-shutdown-delay", "300ms")
+		stdout, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cmd.Process.Kill()
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		m := bannerRE.FindStringSubmatch(line)
+		if m == nil {
+			t.Fatalf("first line %q, want the banner", line)
+		}
+		if _, body := get(t, "http://127.0.0.1:"+m[1]+"/Process"); body != "Hello, Process!\n" {
+			t.Errorf("GET /Process = %q", body)
+		}
+		go io.Copy(io.Discard, stdout)
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("hello after SIGTERM: %v, want exit 0", err)
+		}
+	})
+
+	t.Run("exit codes", func(t *testing.T) {
+		taken := listen(t)
+		for _, tc := range []struct {
+			args []string
+			code int
+		}{
+			{[]string{"-version"}, 0},
+			{[]string{"-nope"}, 2},
+			{[]string{"-addr", taken.Addr().String()}, 1},
+			{[]string{"-healthcheck", "-addr", taken.Addr().String()}, 1},
+		} {
+			cmd := exec.Command(bin, tc.args...)
+			out, _ := cmd.CombinedOutput()
+			if got := cmd.ProcessState.ExitCode(); got != tc.code {
+				t.Errorf("hello %q exited %d, want %d; output %q", tc.args, got, tc.code, out)
+			}
+		}
+	})
+}
+
+// build runs make go-build with the output in bin.
+func build(t *testing.T, bin string, env ...string) {
+	t.Helper()
+	cmd := exec.Command("make", "-s", "go-build", "BIN="+bin)
+	cmd.Env = append(os.Environ(), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make go-build: %v\n%s", err, out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer that run's goroutine can write while a test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// FuzzLog checks that every line the logger writes is the line log/slog's
+// JSONHandler writes for the same record.
+func FuzzLog(f *testing.F) {
+	for _, s := range []string{"plain", `quote" back\slash`, "new\nline\r\ttab", "\x00\x01\x1f\x7f",
+		"<b>&amp;</b>", "\xff\xfe", "a\u2028b\u2029c", "Jürgen 日本", "\ufffd", "\xed\xa0\x80"} {
+		f.Add(s, int64(len(s)))
+	}
+	f.Fuzz(func(t *testing.T, s string, n int64) {
+		var ours, theirs bytes.Buffer
+		(&logger{w: &ours}).log("INFO", s, str("path", s), num("n", n), str(s, "key"))
+
+		when, err := time.Parse(time.RFC3339Nano, strings.Split(ours.String(), `"`)[3])
+		if err != nil {
+			t.Fatalf("time in %q: %v", ours.String(), err)
+		}
+		rec := slog.NewRecord(when, slog.LevelInfo, s, 0)
+		rec.AddAttrs(slog.String("path", s), slog.Int64("n", n), slog.String(s, "key"))
+		slog.NewJSONHandler(&theirs, nil).Handle(context.Background(), rec)
+		if ours.String() != theirs.String() {
+			t.Errorf("log(%q) wrote\n%s want (log/slog)\n%s", s, ours.String(), theirs.String())
+		}
+	})
+}
