@@ -9,13 +9,15 @@ TAG      ?= $(VERSION)
 REGISTRY ?= localhost:5000
 GOARCH   ?= amd64
 PORT     ?= 8080
+# Where go-build writes the binary.
+BIN      ?= hello
 # Where pinned tools (staticcheck, the test registry, Kubernetes) are installed.
 TOOLS    ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hello
 STATICCHECK_VERSION ?= v0.8.2
 # CNCF Distribution, the registry the container and cluster suites push to.
 REGISTRY_VERSION ?= v3.0.0
 
-KNOBS := IMAGE VERSION TAG REGISTRY GOARCH PORT TOOLS STATICCHECK_VERSION REGISTRY_VERSION
+KNOBS := IMAGE VERSION TAG REGISTRY GOARCH PORT BIN TOOLS STATICCHECK_VERSION REGISTRY_VERSION
 
 REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 # -trimpath and a version from git (not from the build's VCS stamp) make two
@@ -37,8 +39,8 @@ help: ## List the targets and the knobs with their current values
 go-run: ## Run the service from source on $(PORT)
 	go run -ldflags '-X main.version=$(VERSION)' . -addr :$(PORT)
 
-go-build: ## Build ./hello: static linux/$(GOARCH), stripped, version stamped
-	GOOS=linux GOARCH=$(GOARCH) $(GOBUILD) -o hello .
+go-build: ## Build $(BIN): static linux/$(GOARCH), stripped, version stamped
+	GOOS=linux GOARCH=$(GOARCH) $(GOBUILD) -o $(BIN) .
 
 test: lint ## gofmt, go vet, staticcheck, then go test -race (fuzz seeds included)
 	go test -race -count=1 ./...
@@ -56,4 +58,4 @@ $(REGISTRY_BIN):
 	GOBIN=$(@D) go install github.com/distribution/distribution/v3/cmd/registry@$(REGISTRY_VERSION)
 
 clean: ## Remove the built binary
-	rm -f hello
+	rm -f $(BIN)
