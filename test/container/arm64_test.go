@@ -1,0 +1,55 @@
+package container
+
+import (
+	"bytes"
+	"debug/elf"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestArm64 builds the image for arm64 on this amd64 host and runs the binary
+// from its layer under Debian's qemu-aarch64-static.
+func TestArm64(t *testing.T) {
+	needEngine(t)
+	qemu, err := exec.LookPath("qemu-aarch64-static")
+	if err != nil {
+		t.Fatal("qemu-aarch64-static is missing: apt-get install qemu-user-static")
+	}
+	img := newImage(t)
+	img.make(t, "docker-build", "GOARCH=arm64")
+
+	if p := docker(t, "image", "inspect", "-f", "{{.Os}}/{{.Architecture}}", img.ref()); p != "linux/arm64" {
+		t.Errorf("platform %s, want linux/arm64", p)
+	}
+	files := layerFiles(t, img.ref())
+	if len(files) != 1 || files[0].Name != "hello" {
+		t.Fatalf("the layer holds %v, want exactly [hello]", names(files))
+	}
+	bin, err := elf.NewFile(bytes.NewReader(files[0].body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bin.Machine != elf.EM_AARCH64 {
+		t.Fatalf("/hello is built for %v, want %v", bin.Machine, elf.EM_AARCH64)
+	}
+	hello := filepath.Join(t.TempDir(), "hello")
+	if err := os.WriteFile(hello, files[0].body, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	out, err := exec.Command(qemu, hello, "-version").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), img.version) {
+		t.Fatalf("qemu-aarch64-static hello -version = %q, %v; want it to name %s", out, err, img.version)
+	}
+
+	addr := "127.0.0.1:" + freePort(t)
+	server := start(t, exec.Command(qemu, hello, "-addr", addr))
+	greet(t, addr, "Pi")
+	if err := server.stop(t, syscall.SIGTERM); err != nil {
+		t.Errorf("hello under qemu after SIGTERM: %v, want exit 0", err)
+	}
+}

@@ -1,0 +1,218 @@
+package container
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// root is the repository the suite builds from: make runs there.
+var root, _ = filepath.Abs("../..")
+
+// run runs a command in root and returns its trimmed stdout; a failure stops
+// the test with the command, its exit status and its output.
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := tryRun(name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// tryRun runs a command in root; on error it returns stdout and stderr together.
+func tryRun(name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = root
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String() + stderr.String(), err
+	}
+	return strings.TrimSpace(stdout.String()), nil
+}
+
+// docker runs the docker CLI; see run.
+func docker(t *testing.T, args ...string) string {
+	t.Helper()
+	return run(t, "docker", args...)
+}
+
+// image is one image the suite builds with make, under names no one else uses.
+type image struct {
+	name, tag, version string
+}
+
+// newImage picks unique names and removes every image made under them when
+// the test ends, passed or failed. registries lists the registries the test
+// pushes to or pulls from, whose names for the image go too.
+func newImage(t *testing.T, registries ...string) image {
+	t.Helper()
+	id := fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano()%1e9)
+	img := image{name: "hello-ctest-" + id, tag: "t" + id, version: "v0.0.0-ctest." + id}
+	t.Cleanup(func() {
+		for _, tag := range []string{img.tag, img.tag + "-amd64", img.tag + "-arm64"} {
+			refs := []string{img.name + ":" + tag}
+			for _, r := range registries {
+				refs = append(refs, r+"/"+img.name+":"+tag)
+			}
+			for _, ref := range refs {
+				if _, err := tryRun("docker", "image", "inspect", ref); err == nil {
+					if out, err := tryRun("docker", "rmi", ref); err != nil {
+						t.Errorf("cleanup: docker rmi %s: %v\n%s", ref, err, out)
+					}
+				}
+			}
+		}
+	})
+	return img
+}
+
+func (img image) ref() string { return img.name + ":" + img.tag }
+
+// make runs a target of the Makefile with this image's knobs and extra ones.
+func (img image) make(t *testing.T, target string, knobs ...string) {
+	t.Helper()
+	args := append([]string{"-s", target, "IMAGE=" + img.name, "TAG=" + img.tag,
+		"VERSION=" + img.version, "SOURCE=" + testSource}, knobs...)
+	start := time.Now()
+	run(t, "make", args...)
+	t.Logf("make %s: %.1fs", strings.Join(append([]string{target}, knobs...), " "), time.Since(start).Seconds())
+}
+
+// testSource is the address the suite passes as SOURCE, to find in the label.
+const testSource = "https://example.invalid/hello"
+
+// container starts a detached container from ref with docker run's flags and
+// removes it when the test ends. It returns the container's name.
+func container(t *testing.T, ref string, flags ...string) string {
+	t.Helper()
+	name := fmt.Sprintf("hello-ctest-%d-%d", os.Getpid(), time.Now().UnixNano()%1e9)
+	t.Cleanup(func() {
+		if _, err := tryRun("docker", "container", "inspect", name); err == nil {
+			if out, err := tryRun("docker", "rm", "-f", name); err != nil {
+				t.Errorf("cleanup: docker rm -f %s: %v\n%s", name, err, out)
+			}
+		}
+	})
+	args := append([]string{"run", "-d", "--name", name}, flags...)
+	docker(t, append(args, ref)...)
+	return name
+}
+
+// locked are the docker run flags of production: nothing writable, no
+// capabilities, no privilege gain, and a port published on loopback only.
+func locked(port string) []string {
+	return []string{"--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+		"-p", "127.0.0.1::" + port}
+}
+
+// hostAddr is where Docker published the container's port on 127.0.0.1.
+func hostAddr(t *testing.T, name, port string) string {
+	t.Helper()
+	for _, addr := range strings.Fields(docker(t, "port", name, port+"/tcp")) {
+		if strings.HasPrefix(addr, "127.0.0.1:") {
+			return addr
+		}
+	}
+	t.Fatalf("docker port %s %s: no address on 127.0.0.1", name, port)
+	return ""
+}
+
+// greet asks addr for /name until it answers or 10 s pass, and checks the answer.
+func greet(t *testing.T, addr, name string) {
+	t.Helper()
+	url := "http://" + addr + "/" + name
+	want := "Hello, " + name + "!\n"
+	var last string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		code, body, err := get(url, "")
+		if err != nil {
+			last = err.Error()
+			continue
+		}
+		if code != http.StatusOK || body != want {
+			t.Fatalf("GET %s = %d %q, want 200 %q", url, code, body, want)
+		}
+		return
+	}
+	t.Fatalf("GET %s: no answer within 10 s: %s", url, last)
+}
+
+// get fetches url with an optional Accept header and returns status and body.
+func get(url, accept string) (int, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+// freePort returns a loopback port that nothing listens on right now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
+}
+
+// process is a command running beside the test, in a process group of its own.
+type process struct {
+	*exec.Cmd
+	exited chan struct{} // closed once the command has exited; err is set then
+	err    error
+}
+
+// start starts cmd and kills its whole group when the test ends, if it still runs.
+func start(t *testing.T, cmd *exec.Cmd) *process {
+	t.Helper()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &process{Cmd: cmd, exited: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-p.exited
+	})
+	return p
+}
+
+// stop sends sig to the process group, as a terminal's Ctrl-C does, and
+// returns how the command exited; it fails the test if that takes over 5 s.
+func (p *process) stop(t *testing.T, sig syscall.Signal) error {
+	t.Helper()
+	syscall.Kill(-p.Process.Pid, sig)
+	select {
+	case <-p.exited:
+		return p.err
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s still runs 5 s after %v", strings.Join(p.Args, " "), sig)
+		return nil
+	}
+}

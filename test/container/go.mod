@@ -1,0 +1,3 @@
+module hello/test/container
+
+go 1.24

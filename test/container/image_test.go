@@ -1,0 +1,267 @@
+package container
+
+import (
+	"archive/tar"
+	"bytes"
+	"cmp"
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestImage builds the amd64 image with `make docker-build` and checks what it
+// holds, how it is configured, and how it runs.
+func TestImage(t *testing.T) {
+	needEngine(t)
+	img := newImage(t)
+	img.make(t, "docker-build")
+	binary, err := os.ReadFile(filepath.Join(root, "hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("one layer, one file", func(t *testing.T) {
+		files := layerFiles(t, img.ref())
+		if len(files) != 1 || files[0].Name != "hello" {
+			t.Fatalf("the layer holds %v, want exactly [hello]", names(files))
+		}
+		f := files[0]
+		if f.Typeflag != tar.TypeReg || f.Mode&0o777 != 0o755 || f.Uid != 0 || f.Gid != 0 {
+			t.Errorf("/hello: type %c mode %o owner %d:%d, want a regular file, 755, 0:0 (so user 65534 cannot rewrite it)",
+				f.Typeflag, f.Mode, f.Uid, f.Gid)
+		}
+		if !bytes.Equal(f.body, binary) {
+			t.Errorf("/hello in the image (%d bytes) differs from ./hello (%d bytes)", len(f.body), len(binary))
+		}
+		size, _ := strconv.ParseFloat(docker(t, "image", "inspect", "-f", "{{.Size}}", img.ref()), 64)
+		if diff := math.Abs(size-float64(len(binary))) / float64(len(binary)); diff > 0.01 {
+			t.Errorf("image size %.0f bytes, binary %d bytes: %.1f%% apart, want within 1%%", size, len(binary), 100*diff)
+		}
+		t.Logf("image %.0f bytes, binary %d bytes", size, len(binary))
+	})
+
+	t.Run("config", func(t *testing.T) {
+		var got struct {
+			Os, Architecture string
+			Config           struct {
+				User         string
+				ExposedPorts map[string]struct{}
+				Entrypoint   []string
+				Cmd          []string
+				Labels       map[string]string
+				Healthcheck  struct {
+					Test     []string
+					Interval time.Duration
+				}
+			}
+		}
+		if err := json.Unmarshal([]byte(docker(t, "image", "inspect", "-f", "{{json .}}", img.ref())), &got); err != nil {
+			t.Fatal(err)
+		}
+		c := got.Config
+		if p := got.Os + "/" + got.Architecture; p != "linux/amd64" {
+			t.Errorf("platform %s, want linux/amd64", p)
+		}
+		if c.User != "65534:65534" {
+			t.Errorf("User %q, want numeric non-root 65534:65534", c.User)
+		}
+		if _, ok := c.ExposedPorts["8080/tcp"]; !ok || len(c.ExposedPorts) != 1 {
+			t.Errorf("ExposedPorts %v, want only 8080/tcp", c.ExposedPorts)
+		}
+		if !slices.Equal(c.Entrypoint, []string{"/hello"}) || len(c.Cmd) != 0 {
+			t.Errorf("Entrypoint %q Cmd %q, want exec form [/hello] and no Cmd", c.Entrypoint, c.Cmd)
+		}
+		if want := []string{"CMD", "/hello", "-healthcheck"}; !slices.Equal(c.Healthcheck.Test, want) {
+			t.Errorf("Healthcheck %q, want %q", c.Healthcheck.Test, want)
+		}
+		if c.Healthcheck.Interval <= 0 || c.Healthcheck.Interval > 5*time.Second {
+			t.Errorf("Healthcheck interval %v, want at most 5s so a fresh container is healthy soon", c.Healthcheck.Interval)
+		}
+		revision := run(t, "git", "rev-parse", "HEAD")
+		for key, want := range map[string]string{
+			"source":      testSource,
+			"version":     img.version,
+			"revision":    revision,
+			"title":       "hello",
+			"description": "",
+			"licenses":    "",
+		} {
+			v, ok := c.Labels["org.opencontainers.image."+key]
+			if !ok || v == "" || want != "" && v != want {
+				t.Errorf("label org.opencontainers.image.%s = %q, want %q", key, v, cmp.Or(want, "non-empty"))
+			}
+		}
+	})
+
+	t.Run("-version", func(t *testing.T) {
+		out := docker(t, "run", "--rm", img.ref(), "-version")
+		if !strings.Contains(out, img.version) {
+			t.Errorf("docker run IMAGE -version = %q, want it to name %s", out, img.version)
+		}
+	})
+
+	t.Run("runs locked down, healthy, stops on SIGTERM", func(t *testing.T) {
+		name := container(t, img.ref(), locked("8080")...)
+		greet(t, hostAddr(t, name, "8080"), "Gopher")
+		waitHealthy(t, name)
+		want := "Welcome, user! Curl me (locally with Port 8080) with your name as path :-D"
+		if logs := run(t, "docker", "logs", name); !strings.HasPrefix(logs, want+"\n") && logs != want {
+			t.Errorf("docker logs start %q, want first line %q", firstLine(logs), want)
+		}
+		stop(t, name)
+	})
+
+	t.Run("PORT=9090", func(t *testing.T) {
+		name := container(t, img.ref(), append(locked("9090"), "-e", "PORT=9090")...)
+		greet(t, hostAddr(t, name, "9090"), "Port")
+		waitHealthy(t, name) // the healthcheck finds the port through $PORT too
+	})
+}
+
+// TestDockerRun runs `make docker-run`, greets it, and stops it as Ctrl-C does.
+func TestDockerRun(t *testing.T) {
+	needEngine(t)
+	img := newImage(t)
+	img.make(t, "docker-build") // so that docker-run's own build is quick
+	port := freePort(t)
+	cmd := exec.Command("make", "-s", "docker-run", "IMAGE="+img.name, "TAG="+img.tag,
+		"VERSION="+img.version, "SOURCE="+testSource, "PORT="+port)
+	cmd.Dir = root
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	t.Cleanup(func() {
+		// --rm has no turn when make is killed.
+		ids, _ := tryRun("docker", "ps", "-aq", "--filter", "ancestor="+img.ref())
+		for _, id := range strings.Fields(ids) {
+			tryRun("docker", "rm", "-f", id)
+		}
+	})
+	makeRun := start(t, cmd)
+
+	greet(t, "127.0.0.1:"+port, "Make")
+	makeRun.stop(t, syscall.SIGINT)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		left := run(t, "docker", "ps", "-aq", "--filter", "ancestor="+img.ref())
+		if left == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("containers %s still exist 5 s after Ctrl-C, want them removed (--rm); make said:\n%s", left, out.String())
+		}
+	}
+}
+
+// waitHealthy waits up to 15 s for Docker to call the container healthy.
+func waitHealthy(t *testing.T, name string) {
+	t.Helper()
+	start := time.Now()
+	var status string
+	for time.Since(start) < 15*time.Second {
+		status = docker(t, "inspect", "-f", "{{.State.Health.Status}}", name)
+		if status == "healthy" {
+			t.Logf("healthy after %.1fs", time.Since(start).Seconds())
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Fatalf("health %q after 15 s, want healthy; docker inspect .State.Health:\n%s",
+		status, docker(t, "inspect", "-f", "{{json .State.Health}}", name))
+}
+
+// stop runs docker stop and wants hello to exit 0 on SIGTERM well before
+// Docker's 10 s SIGKILL.
+func stop(t *testing.T, name string) {
+	t.Helper()
+	start := time.Now()
+	docker(t, "stop", "-t", "10", name)
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("docker stop took %v, want well under Docker's 10 s kill", took)
+	}
+	if code := docker(t, "inspect", "-f", "{{.State.ExitCode}}", name); code != "0" {
+		t.Errorf("exit code after docker stop = %s, want 0", code)
+	}
+}
+
+// file is one entry of an image layer, with its content.
+type file struct {
+	*tar.Header
+	body []byte
+}
+
+// layerFiles saves ref with docker save, wants exactly one layer, and returns
+// the files in it.
+func layerFiles(t *testing.T, ref string) []file {
+	t.Helper()
+	archive := filepath.Join(t.TempDir(), "image.tar")
+	docker(t, "save", "-o", archive, ref)
+	var manifest []struct{ Layers []string }
+	if err := json.Unmarshal(member(t, archive, "manifest.json"), &manifest); err != nil {
+		t.Fatal(err)
+	}
+	if len(manifest) != 1 || len(manifest[0].Layers) != 1 {
+		t.Fatalf("docker save manifest.json %+v, want one image with exactly one layer", manifest)
+	}
+	var files []file
+	r := tar.NewReader(bytes.NewReader(member(t, archive, manifest[0].Layers[0])))
+	for {
+		h, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return files
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, file{h, body})
+	}
+}
+
+// member returns the content of one file in a tar archive.
+func member(t *testing.T, archive, name string) []byte {
+	t.Helper()
+	f, err := os.Open(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := tar.NewReader(f)
+	for {
+		h, err := r.Next()
+		if err != nil {
+			t.Fatalf("%s in %s: %v", name, archive, err)
+		}
+		if h.Name == name {
+			b, err := io.ReadAll(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return b
+		}
+	}
+}
+
+func names(files []file) []string {
+	var n []string
+	for _, f := range files {
+		n = append(n, f.Name)
+	}
+	return n
+}
+
+func firstLine(s string) string {
+	line, _, _ := strings.Cut(s, "\n")
+	return line
+}

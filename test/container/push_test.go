@@ -1,0 +1,215 @@
+package container
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPush pushes with `make docker-push` to a real registry, deletes the
+// image here, pulls it back and runs it.
+func TestPush(t *testing.T) {
+	needEngine(t)
+	registry := startRegistry(t)
+	img := newImage(t, registry)
+	img.make(t, "docker-push", "REGISTRY="+registry)
+
+	remote := registry + "/" + img.ref()
+	id := docker(t, "image", "inspect", "-f", "{{.Id}}", remote)
+	digest := repoDigest(t, remote)
+	code, _, header := fetch(t, "http://"+registry+"/v2/"+img.name+"/manifests/"+img.tag, dockerManifest)
+	if code != http.StatusOK || header.Get("Docker-Content-Digest") != digest {
+		t.Fatalf("registry: GET manifest %s = %d digest %q, want 200 %q", img.tag, code, header.Get("Docker-Content-Digest"), digest)
+	}
+
+	docker(t, "rmi", img.ref(), remote)
+	if _, err := tryRun("docker", "image", "inspect", id); err == nil {
+		t.Fatalf("image %s is still here after docker rmi; the pull would prove nothing", id)
+	}
+	docker(t, "pull", remote)
+	if got := repoDigest(t, remote); got != digest {
+		t.Errorf("pulled digest %s, pushed %s", got, digest)
+	}
+	if got := docker(t, "image", "inspect", "-f", "{{.Id}}", remote); got != id {
+		t.Errorf("pulled image %s, pushed %s", got, id)
+	}
+	name := container(t, remote, locked("8080")...)
+	greet(t, hostAddr(t, name, "8080"), "Registry")
+}
+
+// TestPushMultiArch pushes with PLATFORMS for amd64 and arm64 and checks, in
+// the registry itself, that the tag is one index naming both, each pointing at
+// an image of its architecture; then pulls the arm64 one as a Pi would.
+func TestPushMultiArch(t *testing.T) {
+	needEngine(t)
+	registry := startRegistry(t)
+	img := newImage(t, registry)
+	remote := registry + "/" + img.ref()
+	t.Cleanup(func() { tryRun("docker", "manifest", "rm", remote) }) // left only by a failed push
+	img.make(t, "docker-push", "REGISTRY="+registry, "PLATFORMS=linux/amd64 linux/arm64")
+
+	base := "http://" + registry + "/v2/" + img.name
+	code, body, header := fetch(t, base+"/manifests/"+img.tag, ociIndex+", "+dockerList)
+	var index struct {
+		MediaType string
+		Manifests []struct {
+			Digest   string
+			Platform struct{ OS, Architecture string }
+		}
+	}
+	if err := json.Unmarshal(body, &index); code != http.StatusOK || err != nil {
+		t.Fatalf("registry: GET index %s = %d %v:\n%s", img.tag, code, err, body)
+	}
+	if index.MediaType != ociIndex && index.MediaType != dockerList {
+		t.Errorf("tag %s is a %q, want an index (%s or %s)", img.tag, index.MediaType, ociIndex, dockerList)
+	}
+	var platforms []string
+	arm64 := "" // the arm64 image's ID: its config's digest
+	for _, m := range index.Manifests {
+		p := m.Platform.OS + "/" + m.Platform.Architecture
+		platforms = append(platforms, p)
+		got, config := imageConfig(t, base, m.Digest)
+		if got != p {
+			t.Errorf("index entry %s points at an image for %s", p, got)
+		}
+		if p == "linux/arm64" {
+			arm64 = config
+		}
+	}
+	slices.Sort(platforms)
+	if want := []string{"linux/amd64", "linux/arm64"}; !slices.Equal(platforms, want) {
+		t.Fatalf("index lists %v, want %v", platforms, want)
+	}
+
+	docker(t, "pull", "--platform", "linux/arm64", remote)
+	if p := docker(t, "image", "inspect", "-f", "{{.Os}}/{{.Architecture}}", remote); p != "linux/arm64" {
+		t.Errorf("docker pull --platform linux/arm64 %s brought %s", remote, p)
+	}
+	if got := repoDigest(t, remote); got != header.Get("Docker-Content-Digest") {
+		t.Errorf("docker pull %s recorded digest %s, want the index's %s", remote, got, header.Get("Docker-Content-Digest"))
+	}
+	if got := docker(t, "image", "inspect", "-f", "{{.Id}}", remote); got != arm64 {
+		t.Errorf("docker pull --platform linux/arm64 brought image %s, want the index's arm64 image %s", got, arm64)
+	}
+}
+
+// Media types the registry is asked for.
+const (
+	ociIndex       = "application/vnd.oci.image.index.v1+json"
+	dockerList     = "application/vnd.docker.distribution.manifest.list.v2+json"
+	dockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
+	ociManifest    = "application/vnd.oci.image.manifest.v1+json"
+)
+
+// imageConfig reads one image manifest and its config blob from the registry
+// and returns the os/architecture the config records and the config's digest.
+func imageConfig(t *testing.T, base, digest string) (platform, config string) {
+	t.Helper()
+	code, body, _ := fetch(t, base+"/manifests/"+digest, dockerManifest+", "+ociManifest)
+	var manifest struct{ Config struct{ Digest string } }
+	if err := json.Unmarshal(body, &manifest); code != http.StatusOK || err != nil {
+		t.Fatalf("registry: GET manifest %s = %d %v:\n%s", digest, code, err, body)
+	}
+	code, body, _ = fetch(t, base+"/blobs/"+manifest.Config.Digest, "")
+	var image struct{ OS, Architecture string }
+	if err := json.Unmarshal(body, &image); code != http.StatusOK || err != nil {
+		t.Fatalf("registry: GET config %s = %d %v:\n%s", manifest.Config.Digest, code, err, body)
+	}
+	return image.OS + "/" + image.Architecture, manifest.Config.Digest
+}
+
+// fetch GETs url from the registry with an Accept header.
+func fetch(t *testing.T, url, accept string) (int, []byte, http.Header) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	client := http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, body, resp.Header
+}
+
+// repoDigest is the registry digest Docker records for a pushed or pulled ref.
+func repoDigest(t *testing.T, ref string) string {
+	t.Helper()
+	repo := ref[:strings.LastIndex(ref, ":")] // host:port/name:tag has its tag last
+	var digests []string
+	if err := json.Unmarshal([]byte(docker(t, "image", "inspect", "-f", "{{json .RepoDigests}}", ref)), &digests); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range digests {
+		if name, digest, _ := strings.Cut(d, "@"); name == repo {
+			return digest
+		}
+	}
+	t.Fatalf("%s has no digest from %s: %v", ref, repo, digests)
+	return ""
+}
+
+// startRegistry runs CNCF Distribution's registry on a free loopback port with
+// storage in a temporary folder, both gone when the test ends, and returns its
+// host:port. `make container-test` builds it and sets REGISTRY_BIN.
+func startRegistry(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv("REGISTRY_BIN")
+	if bin == "" {
+		t.Fatal("REGISTRY_BIN is not set: run the suite with `make container-test`, which builds the registry")
+	}
+	dir := t.TempDir()
+	addr := "127.0.0.1:" + freePort(t)
+	config := filepath.Join(dir, "config.yml")
+	err := os.WriteFile(config, fmt.Appendf(nil, `version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: %s
+http:
+  addr: %s
+`, filepath.Join(dir, "storage"), addr), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", config)
+	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none") // no tracing exporter to dial
+	log, err := os.Create(filepath.Join(dir, "registry.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { log.Close() })
+	cmd.Stdout, cmd.Stderr = log, log
+	registry := start(t, cmd)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		select {
+		case <-registry.exited:
+			out, _ := os.ReadFile(log.Name())
+			t.Fatalf("registry exited: %v\n%s", registry.err, out)
+		default:
+		}
+		if code, _, err := get("http://"+addr+"/v2/", ""); err == nil && code == http.StatusOK {
+			return addr
+		}
+	}
+	t.Fatalf("registry on %s did not answer /v2/ within 10 s", addr)
+	return ""
+}
