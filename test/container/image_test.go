@@ -50,6 +50,21 @@ func TestImage(t *testing.T) {
 		t.Logf("image %.0f bytes, binary %d bytes", size, len(binary))
 	})
 
+	t.Run("build context is the binary alone", func(t *testing.T) {
+		// An image that copies the whole context shows what .dockerignore lets in.
+		probe := newImage(t)
+		cmd := exec.Command("docker", "build", "-q", "-t", probe.ref(), "-f", "-", ".")
+		cmd.Dir = root
+		cmd.Stdin = strings.NewReader("FROM scratch\nCOPY . /context/\n")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("docker build: %v\n%s", err, out)
+		}
+		got := names(layerFiles(t, probe.ref()))
+		if want := []string{"context/", "context/hello"}; !slices.Equal(got, want) {
+			t.Errorf("the build context holds %v, want only hello", got)
+		}
+	})
+
 	t.Run("config", func(t *testing.T) {
 		var got struct {
 			Os, Architecture string
