@@ -193,17 +193,27 @@ func waitHealthy(t *testing.T, name string) {
 		status, docker(t, "inspect", "-f", "{{json .State.Health}}", name))
 }
 
-// stop runs docker stop and wants hello to exit 0 on SIGTERM well before
-// Docker's 10 s SIGKILL.
+// stop runs docker stop and wants hello to exit 0 on SIGTERM at once, well
+// before Docker's 10 s SIGKILL (which would make the exit code 137).
 func stop(t *testing.T, name string) {
 	t.Helper()
 	start := time.Now()
 	docker(t, "stop", "-t", "10", name)
-	if took := time.Since(start); took > 3*time.Second {
-		t.Errorf("docker stop took %v, want well under Docker's 10 s kill", took)
+	t.Logf("docker stop returned after %.1fs", time.Since(start).Seconds())
+	var state struct {
+		ExitCode   int
+		FinishedAt time.Time
 	}
-	if code := docker(t, "inspect", "-f", "{{.State.ExitCode}}", name); code != "0" {
-		t.Errorf("exit code after docker stop = %s, want 0", code)
+	if err := json.Unmarshal([]byte(docker(t, "inspect", "-f", "{{json .State}}", name)), &state); err != nil {
+		t.Fatal(err)
+	}
+	if state.ExitCode != 0 {
+		t.Errorf("exit code after docker stop = %d, want 0", state.ExitCode)
+	}
+	// Timed by the container's own end, not by the CLI, which also waits for
+	// the daemon to tear down the network: slow on a busy machine.
+	if took := state.FinishedAt.Sub(start); took > 3*time.Second {
+		t.Errorf("hello exited %v after docker stop began, want well under Docker's 10 s kill", took)
 	}
 }
 
