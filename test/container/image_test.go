@@ -25,29 +25,9 @@ func TestImage(t *testing.T) {
 	needEngine(t)
 	img := newImage(t)
 	img.make(t, "docker-build")
-	binary, err := os.ReadFile(filepath.Join(root, "hello"))
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	t.Run("one layer, one file", func(t *testing.T) {
-		files := layerFiles(t, img.ref())
-		if len(files) != 1 || files[0].Name != "hello" {
-			t.Fatalf("the layer holds %v, want exactly [hello]", names(files))
-		}
-		f := files[0]
-		if f.Typeflag != tar.TypeReg || f.Mode&0o777 != 0o755 || f.Uid != 0 || f.Gid != 0 {
-			t.Errorf("/hello: type %c mode %o owner %d:%d, want a regular file, 755, 0:0 (so user 65534 cannot rewrite it)",
-				f.Typeflag, f.Mode, f.Uid, f.Gid)
-		}
-		if !bytes.Equal(f.body, binary) {
-			t.Errorf("/hello in the image (%d bytes) differs from ./hello (%d bytes)", len(f.body), len(binary))
-		}
-		size, _ := strconv.ParseFloat(docker(t, "image", "inspect", "-f", "{{.Size}}", img.ref()), 64)
-		if diff := math.Abs(size-float64(len(binary))) / float64(len(binary)); diff > 0.01 {
-			t.Errorf("image size %.0f bytes, binary %d bytes: %.1f%% apart, want within 1%%", size, len(binary), 100*diff)
-		}
-		t.Logf("image %.0f bytes, binary %d bytes", size, len(binary))
+		onlyBinary(t, img.ref())
 	})
 
 	t.Run("build context is the binary alone", func(t *testing.T) {
@@ -174,6 +154,35 @@ func TestDockerRun(t *testing.T) {
 			t.Fatalf("containers %s still exist 5 s after Ctrl-C, want them removed (--rm); make said:\n%s", left, out.String())
 		}
 	}
+}
+
+// onlyBinary wants the image to be the binary: one layer holding one file,
+// /hello, root's and 0755 (so user 65534 cannot rewrite it), equal to the
+// ./hello that make built, and an image size within 1% of the binary's.
+// It returns the binary.
+func onlyBinary(t *testing.T, ref string) []byte {
+	t.Helper()
+	binary, err := os.ReadFile(filepath.Join(root, "hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := layerFiles(t, ref)
+	if len(files) != 1 || files[0].Name != "hello" {
+		t.Fatalf("the layer holds %v, want exactly [hello]", names(files))
+	}
+	f := files[0]
+	if f.Typeflag != tar.TypeReg || f.Mode&0o777 != 0o755 || f.Uid != 0 || f.Gid != 0 {
+		t.Errorf("/hello: type %c mode %o owner %d:%d, want a regular file, 755, 0:0", f.Typeflag, f.Mode, f.Uid, f.Gid)
+	}
+	if !bytes.Equal(f.body, binary) {
+		t.Errorf("/hello in the image (%d bytes) differs from ./hello (%d bytes)", len(f.body), len(binary))
+	}
+	size, _ := strconv.ParseFloat(docker(t, "image", "inspect", "-f", "{{.Size}}", ref), 64)
+	if diff := math.Abs(size-float64(len(binary))) / float64(len(binary)); diff > 0.01 {
+		t.Errorf("image size %.0f bytes, binary %d bytes: %.1f%% apart, want within 1%%", size, len(binary), 100*diff)
+	}
+	t.Logf("image %.0f bytes, binary %d bytes", size, len(binary))
+	return binary
 }
 
 // waitHealthy waits up to 15 s for Docker to call the container healthy.
