@@ -81,6 +81,7 @@ MANIFEST_INSECURE := $(if $(filter localhost:% 127.%,$(REGISTRY)),--insecure)
 # The Dockerfile copies ./hello, whatever BIN says.
 docker-build: override BIN := hello
 docker-build: go-build ## Build the image $(IMAGE):$(TAG) for linux/$(GOARCH) from ./hello
+	@docker info >/dev/null 2>&1 || { echo "No Docker engine answers: start one with .ci/dockerd"; exit 1; }
 	docker build --platform linux/$(GOARCH) \
 		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
 		--build-arg SOURCE=$(SOURCE) -t $(IMAGE):$(TAG) .
@@ -106,7 +107,7 @@ endif
 clean: docker-clean
 docker-clean: ## Remove the images docker-build and docker-push made for $(TAG) (and PLATFORMS)
 	@for ref in $(IMAGE_REFS); do \
-		if docker image inspect $$ref >/dev/null 2>&1; then docker rmi $$ref; fi; \
+		if docker image inspect $$ref >/dev/null 2>&1; then docker rmi $$ref || exit; fi; \
 	done
 
 container-test: $(REGISTRY_BIN) ## Prove the image on a real Docker engine and a real registry (test/container)
