@@ -32,7 +32,7 @@ ARG REVISION=unknown
 ARG SOURCE
 LABEL org.opencontainers.image.title="hello" \
       org.opencontainers.image.description="A tiny HTTP greeter: GET /{name} answers Hello, {name}!" \
-      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}"
