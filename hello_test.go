@@ -189,6 +189,18 @@ func BenchmarkGreet(b *testing.B) {
 	}
 }
 
+// BenchmarkGreetAccessLog is BenchmarkGreet with -access-log on.
+func BenchmarkGreetAccessLog(b *testing.B) {
+	h := logRequests(&logger{w: io.Discard}, &greeter{})
+	r := httptest.NewRequest("GET", "/TutorialHero", nil)
+	w := &discard{header: http.Header{}}
+	b.ReportAllocs()
+	for b.Loop() {
+		clear(w.header)
+		h.ServeHTTP(w, r)
+	}
+}
+
 // discard is a ResponseWriter that keeps nothing, so the benchmark measures the handler.
 type discard struct{ header http.Header }
 
