@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -45,7 +46,7 @@ func runBench(args []string) error {
 	wrkCPU := fs.String("wrk-cpu", "1", "CPU wrk is pinned to")
 	count := fs.Int("count", 5, "go test -bench runs per package, interleaved")
 	helloBench := fs.String("hello-bench", ".:^BenchmarkGreet$", "package:benchmark of hello's greeting path")
-	helloLogBench := fs.String("hello-log-bench", ".:^BenchmarkGreetAccessLog$", "package:benchmark of the greeting path with the access log")
+	helloLogBench := fs.String("hello-log-bench", "", "package:benchmark of the greeting path with the access log (none: n/a)")
 	floorBench := fs.String("floor-bench", "./bench/floor:^BenchmarkGreet$", "package:benchmark of floor's handler")
 	fs.Parse(args)
 
@@ -103,7 +104,7 @@ func runBench(args []string) error {
 
 	fmt.Fprintln(os.Stderr, "bench: images...")
 	image := row{figure: "image size (FROM scratch)", format: mebibytes, budgeted: true}
-	if image.v[0], image.v[2], err = imageSizes(*floorBin, tmp); err != nil {
+	if image.v[0], image.v[2], err = imageSizes(*helloBin, *floorBin, tmp); err != nil {
 		return err
 	}
 	image.v[1] = image.v[0]
@@ -193,6 +194,7 @@ func instructionsPerGreeting(servers [3]server, n1, n2, reps int, dir string) (r
 				if err != nil {
 					return r, err
 				}
+				fmt.Fprintf(os.Stderr, "  %s, %d greetings: %.0f instructions\n", s.name, n, total)
 				if least[i][j] == 0 || total < least[i][j] {
 					least[i][j] = total
 				}
@@ -333,31 +335,32 @@ func wrkOnce(p *proc, conns int, d time.Duration, cpu string) (wrkResult, float6
 }
 
 // imageSizes builds hello's image from the repository's Dockerfile and
-// floor's from bench/floor/Dockerfile, returns their sizes and removes them.
-func imageSizes(floorBin, tmp string) (hello, floor float64, err error) {
-	tag := fmt.Sprintf("hello-bench-%d", os.Getpid())
-	ctx := filepath.Join(tmp, "floor-image")
-	if err := os.MkdirAll(ctx, 0o755); err != nil {
-		return 0, 0, err
-	}
-	for src, dst := range map[string]string{floorBin: "floor", "bench/floor/Dockerfile": "Dockerfile"} {
-		if err := copyFile(src, filepath.Join(ctx, dst)); err != nil {
+// floor's from bench/floor/Dockerfile, each in a context holding only its
+// Dockerfile and the binary measured, returns their sizes and removes them.
+func imageSizes(helloBin, floorBin, tmp string) (hello, floor float64, err error) {
+	builds := []struct {
+		name, bin, dockerfile string
+		size                  *float64
+	}{{"hello", helloBin, "Dockerfile", &hello}, {"floor", floorBin, "bench/floor/Dockerfile", &floor}}
+	for _, b := range builds {
+		image := fmt.Sprintf("hello-bench-%d-%s", os.Getpid(), b.name)
+		ctx := filepath.Join(tmp, image)
+		if err := os.MkdirAll(ctx, 0o755); err != nil {
 			return 0, 0, err
 		}
-	}
-	builds := []struct {
-		image, context string
-		size           *float64
-	}{{tag + "-hello", ".", &hello}, {tag + "-floor", ctx, &floor}}
-	for _, b := range builds {
-		out, err := exec.Command("docker", "build", "-q", "-t", b.image, b.context).CombinedOutput()
-		if err != nil {
-			return 0, 0, fmt.Errorf("docker build -t %s %s: %v\n%s", b.image, b.context, err, out)
+		for src, dst := range map[string]string{b.bin: b.name, b.dockerfile: "Dockerfile"} {
+			if err := copyFile(src, filepath.Join(ctx, dst)); err != nil {
+				return 0, 0, err
+			}
 		}
-		defer exec.Command("docker", "rmi", "-f", b.image).Run()
-		out, err = exec.Command("docker", "image", "inspect", "-f", "{{.Size}}", b.image).Output()
+		out, err := exec.Command("docker", "build", "-q", "-t", image, ctx).CombinedOutput()
 		if err != nil {
-			return 0, 0, fmt.Errorf("docker image inspect %s: %v", b.image, err)
+			return 0, 0, fmt.Errorf("docker build -t %s %s: %v\n%s", image, ctx, err, out)
+		}
+		defer exec.Command("docker", "rmi", "-f", image).Run()
+		out, err = exec.Command("docker", "image", "inspect", "-f", "{{.Size}}", image).Output()
+		if err != nil {
+			return 0, 0, fmt.Errorf("docker image inspect %s: %v", image, err)
 		}
 		if *b.size, err = strconv.ParseFloat(strings.TrimSpace(string(out)), 64); err != nil {
 			return 0, 0, err
@@ -376,11 +379,14 @@ func copyFile(src, dst string) error {
 
 // goBench compiles each package's test binary once, runs the named
 // benchmark count times interleaved, and returns the medians of ns/op, B/op
-// and allocs/op. A spec is "package:benchmark-regexp".
+// and allocs/op. A spec is "package:benchmark-regexp"; an empty one is n/a.
 func goBench(specs [3]string, count int, tmp string) ([]row, error) {
 	var bins [3]string
 	var benches [3]string
 	for i, spec := range specs {
+		if spec == "" {
+			continue
+		}
 		pkg, bench, ok := strings.Cut(spec, ":")
 		if !ok {
 			return nil, fmt.Errorf("benchmark %q is not package:regexp", spec)
@@ -393,6 +399,12 @@ func goBench(specs [3]string, count int, tmp string) ([]row, error) {
 	var all [3][3][]float64 // figure, server, run
 	for range count {
 		for i := range bins {
+			if bins[i] == "" {
+				for f := range all {
+					all[f][i] = append(all[f][i], math.NaN())
+				}
+				continue
+			}
 			out, err := exec.Command(bins[i], "-test.run", "^$", "-test.bench", benches[i], "-test.benchmem", "-test.count", "1").CombinedOutput()
 			if err != nil {
 				return nil, fmt.Errorf("%s -test.bench %s: %v\n%s", specs[i], benches[i], err, out)
@@ -461,7 +473,7 @@ func printTable(w io.Writer, rows []row, method string) {
 		if r.budgeted {
 			mark = fmt.Sprintf(" (budget %.2f)", budget)
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %.3f%s | %.3f |\n", r.figure, r.format(r.v[0]), r.format(r.v[1]), r.format(r.v[2]), r.ratio[0], mark, r.ratio[1])
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s%s | %s |\n", r.figure, value(r.format, r.v[0]), value(r.format, r.v[1]), value(r.format, r.v[2]), value(ratio, r.ratio[0]), mark, value(ratio, r.ratio[1]))
 	}
 	fmt.Fprintf(w, "\nMethod: %s.\n", method)
 }
@@ -474,6 +486,15 @@ func median(v []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
+// value formats v, or says n/a for a figure that was not measured.
+func value(format func(float64) string, v float64) string {
+	if math.IsNaN(v) {
+		return "n/a"
+	}
+	return format(v)
+}
+
+func ratio(v float64) string     { return strconv.FormatFloat(v, 'f', 3, 64) }
 func count0(v float64) string    { return strconv.FormatFloat(v, 'f', 0, 64) }
 func millis(v float64) string    { return strconv.FormatFloat(v*1000, 'f', 2, 64) + " ms" }
 func mebibytes(v float64) string { return strconv.FormatFloat(v/(1<<20), 'f', 2, 64) + " MiB" }
