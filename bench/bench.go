@@ -42,8 +42,8 @@ func runBench(args []string) error {
 	duration := fs.Duration("duration", 10*time.Second, "length of one wrk run")
 	conns := fs.Int("conns", 64, "wrk connections")
 	starts := fs.Int("starts", 10, "starts per server for the exec-to-first-200 time")
-	serverCPU := fs.String("server-cpu", "0", "CPU the server is pinned to under wrk")
-	wrkCPU := fs.String("wrk-cpu", "1", "CPU wrk is pinned to")
+	serverCPU := fs.String("server-cpu", "0", "CPU the server is pinned to under callgrind and wrk")
+	clientCPU := fs.String("client-cpu", "1", "CPU ab and wrk are pinned to")
 	count := fs.Int("count", 5, "go test -bench runs per package, interleaved")
 	helloBench := fs.String("hello-bench", ".:^BenchmarkGreet$", "package:benchmark of hello's greeting path")
 	helloLogBench := fs.String("hello-log-bench", "", "package:benchmark of the greeting path with the access log (none: n/a)")
@@ -61,13 +61,13 @@ func runBench(args []string) error {
 	defer os.RemoveAll(tmp)
 
 	fmt.Fprintf(os.Stderr, "bench: callgrind, %d x %d and %d keep-alive requests per server...\n", *reps, *n1, *n2)
-	instr, err := instructionsPerGreeting(servers, *n1, *n2, *reps, tmp)
+	instr, err := instructionsPerGreeting(servers, *n1, *n2, *reps, *serverCPU, *clientCPU, tmp)
 	if err != nil {
 		return err
 	}
 
 	fmt.Fprintf(os.Stderr, "bench: wrk, %d rounds of %v per server...\n", *rounds, *duration)
-	wrkRows, err := wrkRounds(servers, *rounds, *conns, *duration, *serverCPU, *wrkCPU)
+	wrkRows, err := wrkRounds(servers, *rounds, *conns, *duration, *serverCPU, *clientCPU)
 	if err != nil {
 		return err
 	}
@@ -123,8 +123,8 @@ func runBench(args []string) error {
 			rows[i].ratio = [2]float64{r.v[0] / r.v[2], r.v[1] / r.v[2]}
 		}
 	}
-	printTable(os.Stdout, rows, fmt.Sprintf("callgrind %d-%d keep-alive requests (ab -k -c 1), least of %d runs; wrk -t1 -c%d %v x %d rounds, server on CPU %s, wrk on CPU %s, median of per-round ratios; %d starts; go test -bench median of %d",
-		*n1, *n2, *reps, *conns, *duration, *rounds, *serverCPU, *wrkCPU, *starts, *count))
+	printTable(os.Stdout, rows, fmt.Sprintf("server on CPU %s, client on CPU %s; callgrind %d-%d keep-alive requests (ab -k -c 1), least of %d runs; wrk -t1 -c%d %v x %d rounds, median of per-round ratios; %d starts; go test -bench median of %d",
+		*serverCPU, *clientCPU, *n1, *n2, *reps, *conns, *duration, *rounds, *starts, *count))
 
 	var over []string
 	for _, r := range rows {
@@ -181,16 +181,17 @@ func rawGet(addr, path string) (string, error) {
 
 // instructionsPerGreeting runs each server under callgrind with n1 and
 // then n2 keep-alive requests and divides the difference in instructions by
-// n2-n1, so that start-up cancels out. A busy machine can only add
-// instructions (the scheduler spins longer while waiting for the next
-// request), so of reps runs, interleaved across servers, the least counts.
-func instructionsPerGreeting(servers [3]server, n1, n2, reps int, dir string) (row, error) {
+// n2-n1, so that start-up cancels out. The server is pinned to one CPU (so
+// Go runs one P and never wakes an idle one, whose cost varies with timing)
+// and ab to another. A busy machine can still only add instructions, so of
+// reps runs, interleaved across servers, the least counts.
+func instructionsPerGreeting(servers [3]server, n1, n2, reps int, serverCPU, clientCPU string, dir string) (row, error) {
 	r := row{figure: "CPU instructions per greeting (callgrind)", format: count0, budgeted: true}
 	var least [3][2]float64
 	for range reps {
 		for i, s := range servers {
 			for j, n := range []int{n1, n2} {
-				total, err := callgrind(s, n, dir)
+				total, err := callgrind(s, n, serverCPU, clientCPU, dir)
 				if err != nil {
 					return r, err
 				}
@@ -211,9 +212,9 @@ func instructionsPerGreeting(servers [3]server, n1, n2, reps int, dir string) (r
 // keep-alive greetings. Go's asynchronous preemption signals crash
 // callgrind, and so does a SIGTERM handler: hence asyncpreemptoff, and a
 // dump with callgrind_control before SIGKILL.
-func callgrind(s server, n int, dir string) (float64, error) {
+func callgrind(s server, n int, serverCPU, clientCPU, dir string) (float64, error) {
 	out := filepath.Join(dir, "callgrind.out")
-	p, err := start(s, []string{"valgrind", "--tool=callgrind", "--log-file=" + filepath.Join(dir, "valgrind.log"), "--callgrind-out-file=" + out}, "GODEBUG=asyncpreemptoff=1")
+	p, err := start(s, []string{"taskset", "-c", serverCPU, "valgrind", "--tool=callgrind", "--log-file=" + filepath.Join(dir, "valgrind.log"), "--callgrind-out-file=" + out}, "GODEBUG=asyncpreemptoff=1")
 	if err != nil {
 		return 0, err
 	}
@@ -221,7 +222,7 @@ func callgrind(s server, n int, dir string) (float64, error) {
 	if _, err := p.ready(2 * time.Minute); err != nil {
 		return 0, err
 	}
-	ab, err := exec.Command("ab", "-q", "-k", "-c", "1", "-n", strconv.Itoa(n), p.url()).CombinedOutput()
+	ab, err := exec.Command("taskset", "-c", clientCPU, "ab", "-q", "-k", "-c", "1", "-n", strconv.Itoa(n), p.url()).CombinedOutput()
 	if err != nil {
 		return 0, fmt.Errorf("ab against %s: %v\n%s", s.name, err, ab)
 	}
@@ -276,7 +277,7 @@ func callgrindTotal(path string) (float64, error) {
 // wrkRounds measures throughput, p99 and RSS (idle, after load) with the
 // server and wrk pinned to different CPUs, one fresh server per run, the
 // servers interleaved so that a noisy moment hits them all.
-func wrkRounds(servers [3]server, rounds, conns int, d time.Duration, serverCPU, wrkCPU string) ([]row, error) {
+func wrkRounds(servers [3]server, rounds, conns int, d time.Duration, serverCPU, clientCPU string) ([]row, error) {
 	rps := row{figure: "throughput, req/s (wrk)", format: count0}
 	p99 := row{figure: "p99 latency (wrk)", format: millis}
 	idle := row{figure: "RSS idle", format: mebibytes}
@@ -288,7 +289,7 @@ func wrkRounds(servers [3]server, rounds, conns int, d time.Duration, serverCPU,
 			if err != nil {
 				return nil, err
 			}
-			r, rssIdle, rssLoaded, err := wrkOnce(p, conns, d, wrkCPU)
+			r, rssIdle, rssLoaded, err := wrkOnce(p, conns, d, clientCPU)
 			p.kill()
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", s.name, err)
