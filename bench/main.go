@@ -154,7 +154,8 @@ type wrkResult struct {
 // wrk runs wrk with --latency against url and parses its report. taskset, if
 // not empty, pins wrk to those CPUs.
 func wrk(url string, threads, conns int, d time.Duration, cpus string) (wrkResult, error) {
-	argv := []string{"wrk", "--latency", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns), "-d", d.String(), url}
+	secs := strconv.Itoa(max(1, int(d.Round(time.Second).Seconds()))) + "s" // wrk takes whole seconds, not Go's "1m0s"
+	argv := []string{"wrk", "--latency", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns), "-d", secs, url}
 	if cpus != "" {
 		argv = append([]string{"taskset", "-c", cpus}, argv...)
 	}
