@@ -119,9 +119,9 @@ container-test: $(REGISTRY_BIN) ## Prove the image on a real Docker engine and a
 	cd test/container && REGISTRY_BIN=$(REGISTRY_BIN) go test -count=1 -v -timeout 15m .
 
 # ---- Benchmarks and reliability: bench, fuzz, soak ---------------------------
-# bench/ is a Go program that drives ./hello and ./floor (bench/floor: a bare
-# net/http server writing the same bytes as a greeting). All its traffic goes
-# to 127.0.0.1, bounded in count and time.
+# bench/ is a Go program that drives $(BIN) and ./floor (bench/floor: a bare
+# net/http handler on hello's server limits, writing a greeting's bytes). All
+# its traffic goes to 127.0.0.1, bounded in count and time.
 BENCH_ROUNDS   ?= 3
 BENCH_DURATION ?= 10s
 FUZZTIME       ?= 60s
@@ -132,12 +132,16 @@ KNOBS += BENCH_ROUNDS BENCH_DURATION FUZZTIME SOAK_DURATION HEADER_TIMEOUT
 # command:Debian package for each tool bench and soak run.
 BENCH_TOOLS := wrk:wrk ab:apache2-utils valgrind:valgrind callgrind_control:valgrind
 
-.PHONY: floor bench bench-tools fuzz soak soak-short
+.PHONY: floor bench bench-tools fuzz soak soak-short floor-clean
+
+clean: floor-clean
+floor-clean:
+	rm -f floor
 
 floor: ## Build ./floor, the bench baseline, with exactly hello's build flags
 	GOOS=linux GOARCH=$(GOARCH) $(GOBUILD) -o floor ./bench/floor
 
-bench: go-build floor bench-tools ## Print the markdown table hello vs floor (Docker, about 5 min)
+bench: go-build floor bench-tools ## Print the markdown table hello vs floor; fails over budget (Docker, ~3 min)
 	.ci/dockerd
 	go run ./bench bench -hello $(abspath $(BIN)) -rounds $(BENCH_ROUNDS) -duration $(BENCH_DURATION)
 

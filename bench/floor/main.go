@@ -4,9 +4,9 @@
 // Whatever hello costs beyond this is the price of its logic.
 //
 // It runs on an http.Server with hello's limits (timeouts, header size):
-// they are part of hello's contract, not logic, and their deadline timers
-// cost about 8% of the CPU instructions of a greeting, more than the whole
-// 5% budget (floor_test.go keeps the two in step).
+// they are part of hello's contract, not logic, and their per-request
+// deadline timers would otherwise count as hello's cost (floor_test.go keeps
+// the two in step).
 //
 // Usage: floor [ADDR] (default :8080). Stop it with a signal; it does not drain.
 package main
