@@ -46,7 +46,7 @@ func runBench(args []string) error {
 	clientCPU := fs.String("client-cpu", "1", "CPU ab and wrk are pinned to")
 	count := fs.Int("count", 5, "go test -bench runs per package, interleaved")
 	helloBench := fs.String("hello-bench", ".:^BenchmarkGreet$", "package:benchmark of hello's greeting path")
-	helloLogBench := fs.String("hello-log-bench", "", "package:benchmark of the greeting path with the access log (none: n/a)")
+	helloLogBench := fs.String("hello-log-bench", ".:^BenchmarkGreetAccessLog$", "package:benchmark of the greeting path with the access log")
 	floorBench := fs.String("floor-bench", "./bench/floor:^BenchmarkGreet$", "package:benchmark of floor's handler")
 	fs.Parse(args)
 
@@ -380,14 +380,12 @@ func copyFile(src, dst string) error {
 
 // goBench compiles each package's test binary once, runs the named
 // benchmark count times interleaved, and returns the medians of ns/op, B/op
-// and allocs/op. A spec is "package:benchmark-regexp"; an empty one is n/a.
+// and allocs/op. A spec is "package:benchmark-regexp"; a benchmark that the
+// package does not have is n/a.
 func goBench(specs [3]string, count int, tmp string) ([]row, error) {
 	var bins [3]string
 	var benches [3]string
 	for i, spec := range specs {
-		if spec == "" {
-			continue
-		}
 		pkg, bench, ok := strings.Cut(spec, ":")
 		if !ok {
 			return nil, fmt.Errorf("benchmark %q is not package:regexp", spec)
@@ -398,14 +396,8 @@ func goBench(specs [3]string, count int, tmp string) ([]row, error) {
 		}
 	}
 	var all [3][3][]float64 // figure, server, run
-	for range count {
+	for round := range count {
 		for i := range bins {
-			if bins[i] == "" {
-				for f := range all {
-					all[f][i] = append(all[f][i], math.NaN())
-				}
-				continue
-			}
 			out, err := exec.Command(bins[i], "-test.run", "^$", "-test.bench", benches[i], "-test.benchmem", "-test.count", "1").CombinedOutput()
 			if err != nil {
 				return nil, fmt.Errorf("%s -test.bench %s: %v\n%s", specs[i], benches[i], err, out)
@@ -413,6 +405,9 @@ func goBench(specs [3]string, count int, tmp string) ([]row, error) {
 			v, err := parseGoBench(string(out))
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", specs[i], err)
+			}
+			if math.IsNaN(v[0]) && round == 0 {
+				fmt.Fprintf(os.Stderr, "  %s: no such benchmark, n/a\n", specs[i])
 			}
 			for f := range v {
 				all[f][i] = append(all[f][i], v[f])
@@ -433,7 +428,7 @@ func goBench(specs [3]string, count int, tmp string) ([]row, error) {
 }
 
 // parseGoBench reads ns/op, B/op and allocs/op from the one benchmark line
-// in go test's output.
+// in go test's output; all three are NaN when no benchmark ran.
 func parseGoBench(out string) ([3]float64, error) {
 	var v [3]float64
 	var lines []string
@@ -441,6 +436,9 @@ func parseGoBench(out string) ([3]float64, error) {
 		if strings.HasPrefix(line, "Benchmark") {
 			lines = append(lines, line)
 		}
+	}
+	if len(lines) == 0 {
+		return [3]float64{math.NaN(), math.NaN(), math.NaN()}, nil
 	}
 	if len(lines) != 1 {
 		return v, fmt.Errorf("want one benchmark result, got %d in:\n%s", len(lines), out)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -82,8 +83,11 @@ func TestParseGoBench(t *testing.T) {
 	if got, err := parseGoBench(out); err != nil || got != [3]float64{2908, 1040, 10} {
 		t.Errorf("parseGoBench = %v, %v, want [2908 1040 10]", got, err)
 	}
-	if _, err := parseGoBench("PASS\n"); err == nil {
-		t.Error("parseGoBench without a benchmark line: no error")
+	if got, err := parseGoBench("testing: warning: no tests to run\nPASS\n"); err != nil || !math.IsNaN(got[0]) {
+		t.Errorf("parseGoBench without a benchmark line = %v, %v, want NaN (n/a)", got, err)
+	}
+	if _, err := parseGoBench(out + out); err == nil {
+		t.Error("parseGoBench of two benchmark lines: no error")
 	}
 }
 
