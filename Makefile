@@ -117,3 +117,49 @@ docker-clean: ## Remove the images docker-build and docker-push made for $(TAG) 
 
 container-test: $(REGISTRY_BIN) ## Prove the image on a real Docker engine and a real registry (test/container)
 	cd test/container && REGISTRY_BIN=$(REGISTRY_BIN) go test -count=1 -v -timeout 15m .
+
+# ---- Benchmarks and reliability: bench, fuzz, soak ---------------------------
+# bench/ is a Go program that drives $(BIN) and ./floor (bench/floor: a bare
+# net/http handler on hello's server limits, writing a greeting's bytes). All
+# its traffic goes to 127.0.0.1, bounded in count and time.
+BENCH_ROUNDS   ?= 3
+BENCH_DURATION ?= 10s
+FUZZTIME       ?= 60s
+SOAK_DURATION  ?= 60s
+# hello's ReadHeaderTimeout: slowloris dribblers must be cut off then.
+HEADER_TIMEOUT ?= 5s
+KNOBS += BENCH_ROUNDS BENCH_DURATION FUZZTIME SOAK_DURATION HEADER_TIMEOUT
+# command:Debian package for each tool bench and soak run.
+BENCH_TOOLS := wrk:wrk ab:apache2-utils valgrind:valgrind callgrind_control:valgrind
+
+.PHONY: floor bench bench-tools fuzz soak soak-short floor-clean
+
+clean: floor-clean
+floor-clean:
+	rm -f floor
+
+floor: ## Build ./floor, the bench baseline, with exactly hello's build flags
+	GOOS=linux GOARCH=$(GOARCH) $(GOBUILD) -o floor ./bench/floor
+
+bench: go-build floor bench-tools ## Print the markdown table hello vs floor; fails over budget (Docker, ~3 min)
+	.ci/dockerd
+	go run ./bench bench -hello $(abspath $(BIN)) -rounds $(BENCH_ROUNDS) -duration $(BENCH_DURATION)
+
+bench-tools: ## Install wrk, ab and valgrind from Debian's packages when missing
+	@missing=; for t in $(BENCH_TOOLS); do \
+		command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "bench-tools: installing Debian's$$missing with apt-get"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
+		|| { echo "bench-tools: install$$missing as root (apt-get install$$missing)"; exit 1; }; \
+	fi
+
+fuzz: ## Fuzz FuzzGreet for $(FUZZTIME); fails on the first broken invariant
+	go test -run '^$$' -fuzz '^FuzzGreet$$' -fuzztime $(FUZZTIME) .
+
+soak: go-build bench-tools ## Load, slowloris, SIGTERM under load, 431, large GET body
+	go run ./bench soak -hello $(abspath $(BIN)) -duration $(SOAK_DURATION) -header-timeout $(HEADER_TIMEOUT)
+
+soak-short: ## soak and fuzz at CI length: 10 s of load, 10 s of fuzzing
+	$(MAKE) soak fuzz SOAK_DURATION=10s FUZZTIME=10s

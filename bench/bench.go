@@ -1,0 +1,499 @@
+package main
+
+import (
+	"bufio"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// budget is the most hello may cost relative to floor in the budgeted figures.
+const budget = 1.05
+
+// row is one figure of the table: a value per server (hello, hello
+// -access-log, floor) and the two ratios to floor.
+type row struct {
+	figure   string
+	format   func(float64) string
+	v        [3]float64
+	ratio    [2]float64 // set by wrk rows (median of per-round ratios); else v[i]/v[2]
+	budgeted bool
+}
+
+func runBench(args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ExitOnError)
+	helloBin := fs.String("hello", "./hello", "hello `binary`")
+	floorBin := fs.String("floor", "./floor", "floor `binary`, built with hello's flags")
+	n1 := fs.Int("n1", 500, "keep-alive requests in callgrind's first run")
+	n2 := fs.Int("n2", 2500, "keep-alive requests in callgrind's second run")
+	reps := fs.Int("reps", 3, "callgrind runs per server and request count; the least counts")
+	rounds := fs.Int("rounds", 3, "wrk rounds per server, interleaved")
+	duration := fs.Duration("duration", 10*time.Second, "length of one wrk run")
+	conns := fs.Int("conns", 64, "wrk connections")
+	starts := fs.Int("starts", 10, "starts per server for the exec-to-first-200 time")
+	serverCPU := fs.String("server-cpu", "0", "CPU the server is pinned to under callgrind and wrk")
+	clientCPU := fs.String("client-cpu", "1", "CPU ab and wrk are pinned to")
+	count := fs.Int("count", 5, "go test -bench runs per package, interleaved")
+	helloBench := fs.String("hello-bench", ".:^BenchmarkGreet$", "package:benchmark of hello's greeting path")
+	helloLogBench := fs.String("hello-log-bench", ".:^BenchmarkGreetAccessLog$", "package:benchmark of the greeting path with the access log")
+	floorBench := fs.String("floor-bench", "./bench/floor:^BenchmarkGreet$", "package:benchmark of floor's handler")
+	fs.Parse(args)
+
+	servers := [3]server{helloServer(*helloBin), helloServer(*helloBin, "-access-log"), floorServer(*floorBin)}
+	if err := sameBytes(servers[0], servers[2]); err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "hello-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	fmt.Fprintf(os.Stderr, "bench: callgrind, %d x %d and %d keep-alive requests per server...\n", *reps, *n1, *n2)
+	instr, err := instructionsPerGreeting(servers, *n1, *n2, *reps, *serverCPU, *clientCPU, tmp)
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintf(os.Stderr, "bench: wrk, %d rounds of %v per server...\n", *rounds, *duration)
+	wrkRows, err := wrkRounds(servers, *rounds, *conns, *duration, *serverCPU, *clientCPU)
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintf(os.Stderr, "bench: %d starts per server...\n", *starts)
+	startup := row{figure: "start, exec to first 200 (median)", format: millis}
+	var times [3][]float64
+	for range *starts {
+		for i, s := range servers {
+			p, err := start(s, nil)
+			if err != nil {
+				return err
+			}
+			d, err := p.ready(10 * time.Second)
+			p.kill()
+			if err != nil {
+				return err
+			}
+			times[i] = append(times[i], d.Seconds())
+		}
+	}
+	for i := range times {
+		startup.v[i] = median(times[i])
+	}
+
+	binary := row{figure: "binary size", format: mebibytes, budgeted: true}
+	for i, s := range servers {
+		fi, err := os.Stat(s.bin)
+		if err != nil {
+			return err
+		}
+		binary.v[i] = float64(fi.Size())
+	}
+
+	fmt.Fprintln(os.Stderr, "bench: images...")
+	image := row{figure: "image size (FROM scratch)", format: mebibytes, budgeted: true}
+	if image.v[0], image.v[2], err = imageSizes(*helloBin, *floorBin, tmp); err != nil {
+		return err
+	}
+	image.v[1] = image.v[0]
+
+	fmt.Fprintf(os.Stderr, "bench: go test -bench, %d runs per package...\n", *count)
+	goRows, err := goBench([3]string{*helloBench, *helloLogBench, *floorBench}, *count, tmp)
+	if err != nil {
+		return err
+	}
+
+	rows := append([]row{instr}, wrkRows...)
+	rows = append(rows, startup, binary, image)
+	rows = append(rows, goRows...)
+	for i, r := range rows {
+		if r.ratio == [2]float64{} {
+			rows[i].ratio = [2]float64{r.v[0] / r.v[2], r.v[1] / r.v[2]}
+		}
+	}
+	printTable(os.Stdout, rows, fmt.Sprintf("server on CPU %s, client on CPU %s; callgrind %d-%d keep-alive requests (ab -k -c 1), least of %d runs; wrk -t1 -c%d %v x %d rounds, median of per-round ratios; %d starts; go test -bench median of %d",
+		*serverCPU, *clientCPU, *n1, *n2, *reps, *conns, *duration, *rounds, *starts, *count))
+
+	var over []string
+	for _, r := range rows {
+		if r.budgeted && r.ratio[0] > budget {
+			over = append(over, fmt.Sprintf("%s: hello/floor = %.3f > %.2f", r.figure, r.ratio[0], budget))
+		}
+	}
+	if len(over) > 0 {
+		return fmt.Errorf("over budget:\n  %s", strings.Join(over, "\n  "))
+	}
+	fmt.Printf("\nBudgets met: hello/floor <= %.2f for instructions per greeting, binary and image size.\n", budget)
+	return nil
+}
+
+// sameBytes fails unless a and b answer the benchmark's request with the
+// same bytes (Date aside): otherwise floor would not be hello's floor.
+func sameBytes(a, b server) error {
+	var got [2]string
+	for i, s := range []server{a, b} {
+		p, err := start(s, nil)
+		if err != nil {
+			return err
+		}
+		if _, err := p.ready(10 * time.Second); err != nil {
+			p.kill()
+			return err
+		}
+		got[i], err = rawGet(p.addr, "/"+name)
+		p.kill()
+		if err != nil {
+			return err
+		}
+	}
+	if got[0] != got[1] {
+		return fmt.Errorf("%s and %s answer GET /%s differently, so floor is not hello's floor:\n--- %s\n%s\n--- %s\n%s", a.name, b.name, name, a.name, got[0], b.name, got[1])
+	}
+	return nil
+}
+
+var dateHeader = regexp.MustCompile(`(?m)^Date: .*\r$`)
+
+// rawGet returns the response's bytes with the Date header's value blanked.
+func rawGet(addr, path string) (string, error) {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, addr)
+	b, err := io.ReadAll(c)
+	return dateHeader.ReplaceAllString(string(b), "Date: *\r"), err
+}
+
+// instructionsPerGreeting runs each server under callgrind with n1 and
+// then n2 keep-alive requests and divides the difference in instructions by
+// n2-n1, so that start-up cancels out. The server is pinned to one CPU (so
+// Go runs one P and never wakes an idle one, whose cost varies with timing)
+// and ab to another. A busy machine can still only add instructions, so of
+// reps runs, interleaved across servers, the least counts.
+func instructionsPerGreeting(servers [3]server, n1, n2, reps int, serverCPU, clientCPU string, dir string) (row, error) {
+	r := row{figure: "CPU instructions per greeting (callgrind)", format: count0, budgeted: true}
+	var least [3][2]float64
+	for range reps {
+		for i, s := range servers {
+			for j, n := range []int{n1, n2} {
+				total, err := callgrind(s, n, serverCPU, clientCPU, dir)
+				if err != nil {
+					return r, err
+				}
+				fmt.Fprintf(os.Stderr, "  %s, %d greetings: %.0f instructions\n", s.name, n, total)
+				if least[i][j] == 0 || total < least[i][j] {
+					least[i][j] = total
+				}
+			}
+		}
+	}
+	for i := range servers {
+		r.v[i] = (least[i][1] - least[i][0]) / float64(n2-n1)
+	}
+	return r, nil
+}
+
+// callgrind returns the instructions s executed from exec through n
+// keep-alive greetings. Go's asynchronous preemption signals crash
+// callgrind, and so does a SIGTERM handler: hence asyncpreemptoff, and a
+// dump with callgrind_control before SIGKILL.
+func callgrind(s server, n int, serverCPU, clientCPU, dir string) (float64, error) {
+	out := filepath.Join(dir, "callgrind.out")
+	p, err := start(s, []string{"taskset", "-c", serverCPU, "valgrind", "--tool=callgrind", "--log-file=" + filepath.Join(dir, "valgrind.log"), "--callgrind-out-file=" + out}, "GODEBUG=asyncpreemptoff=1")
+	if err != nil {
+		return 0, err
+	}
+	defer p.kill()
+	if _, err := p.ready(2 * time.Minute); err != nil {
+		return 0, err
+	}
+	ab, err := exec.Command("taskset", "-c", clientCPU, "ab", "-q", "-k", "-c", "1", "-n", strconv.Itoa(n), p.url()).CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("ab against %s: %v\n%s", s.name, err, ab)
+	}
+	if err := checkAB(string(ab), n); err != nil {
+		return 0, fmt.Errorf("ab against %s: %v", s.name, err)
+	}
+	pid := strconv.Itoa(p.cmd.Process.Pid)
+	if b, err := exec.Command("callgrind_control", "-d", pid).CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("callgrind_control -d %s: %v\n%s", pid, err, b)
+	}
+	dump := out + ".1"
+	defer os.Remove(dump)
+	return callgrindTotal(dump)
+}
+
+// checkAB fails unless ab's report says all n requests completed with 2xx.
+func checkAB(out string, n int) error {
+	var complete, failed int = -1, -1
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 3 && f[0] == "Complete" && f[1] == "requests:":
+			complete, _ = strconv.Atoi(f[2])
+		case len(f) == 3 && f[0] == "Failed" && f[1] == "requests:":
+			failed, _ = strconv.Atoi(f[2])
+		case strings.HasPrefix(line, "Non-2xx responses:"):
+			return fmt.Errorf("%s", line)
+		}
+	}
+	if complete != n || failed != 0 {
+		return fmt.Errorf("%d of %d requests complete, %d failed:\n%s", complete, n, failed, out)
+	}
+	return nil
+}
+
+// callgrindTotal reads the instruction count from a callgrind dump's totals line.
+func callgrindTotal(path string) (float64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("callgrind dump: %w", err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if v, ok := strings.CutPrefix(s.Text(), "totals:"); ok {
+			return strconv.ParseFloat(strings.Fields(v)[0], 64)
+		}
+	}
+	return 0, fmt.Errorf("no totals line in %s", path)
+}
+
+// wrkRounds measures throughput, p99 and RSS (idle, after load) with the
+// server and wrk pinned to different CPUs, one fresh server per run, the
+// servers interleaved so that a noisy moment hits them all.
+func wrkRounds(servers [3]server, rounds, conns int, d time.Duration, serverCPU, clientCPU string) ([]row, error) {
+	rps := row{figure: "throughput, req/s (wrk)", format: count0}
+	p99 := row{figure: "p99 latency (wrk)", format: millis}
+	idle := row{figure: "RSS idle", format: mebibytes}
+	loaded := row{figure: "RSS after load", format: mebibytes}
+	var all [4][3][]float64 // figure, server, round
+	for range rounds {
+		for i, s := range servers {
+			p, err := start(s, []string{"taskset", "-c", serverCPU})
+			if err != nil {
+				return nil, err
+			}
+			r, rssIdle, rssLoaded, err := wrkOnce(p, conns, d, clientCPU)
+			p.kill()
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", s.name, err)
+			}
+			for f, v := range []float64{r.perSecond, r.p99.Seconds(), rssIdle, rssLoaded} {
+				all[f][i] = append(all[f][i], v)
+			}
+		}
+	}
+	rows := []*row{&rps, &p99, &idle, &loaded}
+	for f, r := range rows {
+		for i := range 3 {
+			r.v[i] = median(all[f][i])
+		}
+		for i := range 2 {
+			var ratios []float64
+			for round := range rounds {
+				ratios = append(ratios, all[f][i][round]/all[f][2][round])
+			}
+			r.ratio[i] = median(ratios)
+		}
+	}
+	return []row{rps, p99, idle, loaded}, nil
+}
+
+func wrkOnce(p *proc, conns int, d time.Duration, cpu string) (wrkResult, float64, float64, error) {
+	if _, err := p.ready(10 * time.Second); err != nil {
+		return wrkResult{}, 0, 0, err
+	}
+	time.Sleep(time.Second)
+	idle, err := p.rss()
+	if err != nil {
+		return wrkResult{}, 0, 0, err
+	}
+	r, err := wrk(p.url(), 1, conns, d, cpu)
+	if err != nil {
+		return r, 0, 0, err
+	}
+	if r.socketErrors != 0 || r.non2xx != 0 {
+		return r, 0, 0, fmt.Errorf("wrk saw %d socket errors and %d non-2xx responses", r.socketErrors, r.non2xx)
+	}
+	loaded, err := p.rss()
+	return r, float64(idle), float64(loaded), err
+}
+
+// imageSizes builds hello's image from the repository's Dockerfile and
+// floor's from bench/floor/Dockerfile, each in a context holding only its
+// Dockerfile and the binary measured, returns their sizes and removes them.
+func imageSizes(helloBin, floorBin, tmp string) (hello, floor float64, err error) {
+	builds := []struct {
+		name, bin, dockerfile string
+		size                  *float64
+	}{{"hello", helloBin, "Dockerfile", &hello}, {"floor", floorBin, "bench/floor/Dockerfile", &floor}}
+	for _, b := range builds {
+		image := fmt.Sprintf("hello-bench-%d-%s", os.Getpid(), b.name)
+		ctx := filepath.Join(tmp, image)
+		if err := os.MkdirAll(ctx, 0o755); err != nil {
+			return 0, 0, err
+		}
+		for src, dst := range map[string]string{b.bin: b.name, b.dockerfile: "Dockerfile"} {
+			if err := copyFile(src, filepath.Join(ctx, dst)); err != nil {
+				return 0, 0, err
+			}
+		}
+		out, err := exec.Command("docker", "build", "-q", "-t", image, ctx).CombinedOutput()
+		if err != nil {
+			return 0, 0, fmt.Errorf("docker build -t %s %s: %v\n%s", image, ctx, err, out)
+		}
+		defer exec.Command("docker", "rmi", "-f", image).Run()
+		out, err = exec.Command("docker", "image", "inspect", "-f", "{{.Size}}", image).Output()
+		if err != nil {
+			return 0, 0, fmt.Errorf("docker image inspect %s: %v", image, err)
+		}
+		if *b.size, err = strconv.ParseFloat(strings.TrimSpace(string(out)), 64); err != nil {
+			return 0, 0, err
+		}
+	}
+	return hello, floor, nil
+}
+
+func copyFile(src, dst string) error {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, b, 0o755)
+}
+
+// goBench compiles each package's test binary once, runs the named
+// benchmark count times interleaved, and returns the medians of ns/op, B/op
+// and allocs/op. A spec is "package:benchmark-regexp"; a benchmark that the
+// package does not have is n/a.
+func goBench(specs [3]string, count int, tmp string) ([]row, error) {
+	var bins [3]string
+	var benches [3]string
+	for i, spec := range specs {
+		pkg, bench, ok := strings.Cut(spec, ":")
+		if !ok {
+			return nil, fmt.Errorf("benchmark %q is not package:regexp", spec)
+		}
+		bins[i], benches[i] = filepath.Join(tmp, fmt.Sprintf("pkg%d.test", i)), bench
+		if out, err := exec.Command("go", "test", "-c", "-o", bins[i], pkg).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("go test -c %s: %v\n%s", pkg, err, out)
+		}
+	}
+	var all [3][3][]float64 // figure, server, run
+	for round := range count {
+		for i := range bins {
+			out, err := exec.Command(bins[i], "-test.run", "^$", "-test.bench", benches[i], "-test.benchmem", "-test.count", "1").CombinedOutput()
+			if err != nil {
+				return nil, fmt.Errorf("%s -test.bench %s: %v\n%s", specs[i], benches[i], err, out)
+			}
+			v, err := parseGoBench(string(out))
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", specs[i], err)
+			}
+			if math.IsNaN(v[0]) && round == 0 {
+				fmt.Fprintf(os.Stderr, "  %s: no such benchmark, n/a\n", specs[i])
+			}
+			for f := range v {
+				all[f][i] = append(all[f][i], v[f])
+			}
+		}
+	}
+	rows := []row{
+		{figure: "go test -bench: ns/op", format: count0},
+		{figure: "go test -bench: B/op", format: count0},
+		{figure: "go test -bench: allocs/op", format: count0},
+	}
+	for f := range rows {
+		for i := range 3 {
+			rows[f].v[i] = median(all[f][i])
+		}
+	}
+	return rows, nil
+}
+
+// parseGoBench reads ns/op, B/op and allocs/op from the one benchmark line
+// in go test's output; all three are NaN when no benchmark ran.
+func parseGoBench(out string) ([3]float64, error) {
+	var v [3]float64
+	var lines []string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "Benchmark") {
+			lines = append(lines, line)
+		}
+	}
+	if len(lines) == 0 {
+		return [3]float64{math.NaN(), math.NaN(), math.NaN()}, nil
+	}
+	if len(lines) != 1 {
+		return v, fmt.Errorf("want one benchmark result, got %d in:\n%s", len(lines), out)
+	}
+	f := strings.Fields(lines[0])
+	for i, unit := range []string{"ns/op", "B/op", "allocs/op"} {
+		j := slices.Index(f, unit)
+		if j < 1 {
+			return v, fmt.Errorf("no %s in %q", unit, lines[0])
+		}
+		var err error
+		if v[i], err = strconv.ParseFloat(f[j-1], 64); err != nil {
+			return v, err
+		}
+	}
+	return v, nil
+}
+
+func printTable(w io.Writer, rows []row, method string) {
+	var cpu string
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		if m := regexp.MustCompile(`(?m)^model name\s*:\s*(.*)$`).FindSubmatch(b); m != nil {
+			cpu = string(m[1])
+		}
+	}
+	fmt.Fprintf(w, "%s, %s %s/%s, %s, %d CPUs\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.Version(), runtime.GOOS, runtime.GOARCH, cpu, runtime.NumCPU())
+	fmt.Fprintln(w, "| figure | hello | hello -access-log | floor | hello/floor | hello -access-log/floor |")
+	fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: |")
+	for _, r := range rows {
+		mark := ""
+		if r.budgeted {
+			mark = fmt.Sprintf(" (budget %.2f)", budget)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s%s | %s |\n", r.figure, value(r.format, r.v[0]), value(r.format, r.v[1]), value(r.format, r.v[2]), value(ratio, r.ratio[0]), mark, value(ratio, r.ratio[1]))
+	}
+	fmt.Fprintf(w, "\nMethod: %s.\n", method)
+}
+
+func median(v []float64) float64 {
+	s := slices.Sorted(slices.Values(v))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// value formats v, or says n/a for a figure that was not measured.
+func value(format func(float64) string, v float64) string {
+	if math.IsNaN(v) {
+		return "n/a"
+	}
+	return format(v)
+}
+
+func ratio(v float64) string     { return strconv.FormatFloat(v, 'f', 3, 64) }
+func count0(v float64) string    { return strconv.FormatFloat(v, 'f', 0, 64) }
+func millis(v float64) string    { return strconv.FormatFloat(v*1000, 'f', 2, 64) + " ms" }
+func mebibytes(v float64) string { return strconv.FormatFloat(v/(1<<20), 'f', 2, 64) + " MiB" }

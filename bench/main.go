@@ -1,0 +1,200 @@
+// Command bench measures hello against floor, a bare net/http server that
+// writes the same bytes (make bench), and checks the promises hello makes
+// under load and hostile clients (make soak).
+//
+//	go run ./bench bench [flags]  print the markdown table; exit 1 if a budget is missed
+//	go run ./bench soak [flags]   run the reliability checks; exit 1 if a promise breaks
+//
+// It runs from the repository root, needs wrk, ab and valgrind on PATH (make
+// installs them), and sends traffic only to 127.0.0.1, bounded in count and time.
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// name is the path every benchmark asks for; floor answers every path with its greeting.
+const name = "TutorialHero"
+
+func main() {
+	if len(os.Args) < 2 || (os.Args[1] != "bench" && os.Args[1] != "soak") {
+		fmt.Fprintln(os.Stderr, "usage: go run ./bench bench|soak [flags]  (-h lists the flags)")
+		os.Exit(2)
+	}
+	run := runBench
+	if os.Args[1] == "soak" {
+		run = runSoak
+	}
+	if err := run(os.Args[2:]); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// server is a binary and the arguments that make it listen on an address.
+type server struct {
+	name string
+	bin  string
+	args func(addr string) []string
+}
+
+func helloServer(bin string, extra ...string) server {
+	name := strings.Join(append([]string{"hello"}, extra...), " ")
+	return server{name, bin, func(addr string) []string { return append([]string{"-addr", addr}, extra...) }}
+}
+
+func floorServer(bin string) server {
+	return server{"floor", bin, func(addr string) []string { return []string{addr} }}
+}
+
+// proc is a running server on a 127.0.0.1 port of its own.
+type proc struct {
+	cmd     *exec.Cmd
+	addr    string
+	started time.Time
+	exited  chan error // receives the process's Wait result, then closes
+}
+
+// start runs s, behind wrap (taskset, valgrind) if given, with extra
+// environment variables. Its stdout and stderr go to /dev/null: the access
+// log's write is part of the cost measured.
+func start(s server, wrap []string, env ...string) (*proc, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	argv := append(slices.Clone(wrap), s.bin)
+	argv = append(argv, s.args(addr)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	p := &proc{cmd: cmd, addr: addr, started: time.Now(), exited: make(chan error, 1)}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", s.name, err)
+	}
+	go func() { p.exited <- cmd.Wait(); close(p.exited) }()
+	return p, nil
+}
+
+// freeAddr returns a 127.0.0.1 address with a port that was free a moment ago.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func (p *proc) url() string { return "http://" + p.addr + "/" + name }
+
+// ready polls the greeting until it is a 200 and returns the time from exec to then.
+func (p *proc) ready(limit time.Duration) (time.Duration, error) {
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	for time.Since(p.started) < limit {
+		select {
+		case err := <-p.exited:
+			return 0, fmt.Errorf("%s exited before answering: %v", p.cmd.Path, err)
+		default:
+		}
+		resp, err := client.Get(p.url())
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return time.Since(p.started), nil
+			}
+		}
+		time.Sleep(500 * time.Microsecond)
+	}
+	return 0, fmt.Errorf("%s did not answer 200 on %s within %v", p.cmd.Path, p.url(), limit)
+}
+
+// kill ends the process with SIGKILL and reaps it.
+func (p *proc) kill() {
+	p.cmd.Process.Kill()
+	<-p.exited
+}
+
+// rss is the process's resident set in bytes, from /proc.
+func (p *proc) rss() (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if kb, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kb), "kB")), 10, 64)
+			return n << 10, err
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc status")
+}
+
+// wrkResult holds the figures this program reads from wrk's report.
+type wrkResult struct {
+	requests     int64
+	perSecond    float64
+	p99          time.Duration
+	socketErrors int64 // connect + read + write + timeout
+	non2xx       int64 // wrk counts non-2xx-or-3xx; hello never redirects
+}
+
+// wrk runs wrk with --latency against url and parses its report. taskset, if
+// not empty, pins wrk to those CPUs.
+func wrk(url string, threads, conns int, d time.Duration, cpus string) (wrkResult, error) {
+	secs := strconv.Itoa(max(1, int(d.Round(time.Second).Seconds()))) + "s" // wrk takes whole seconds, not Go's "1m0s"
+	argv := []string{"wrk", "--latency", "-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns), "-d", secs, url}
+	if cpus != "" {
+		argv = append([]string{"taskset", "-c", cpus}, argv...)
+	}
+	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+	if err != nil {
+		return wrkResult{}, fmt.Errorf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+	}
+	return parseWrk(string(out))
+}
+
+func parseWrk(out string) (wrkResult, error) {
+	var r wrkResult
+	var haveRequests, haveP99 bool
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 3 && f[1] == "requests" && f[2] == "in":
+			n, err := strconv.ParseInt(f[0], 10, 64)
+			r.requests, haveRequests = n, err == nil
+		case len(f) == 2 && f[0] == "Requests/sec:":
+			r.perSecond, _ = strconv.ParseFloat(f[1], 64)
+		case len(f) == 2 && f[0] == "99%":
+			d, err := time.ParseDuration(f[1])
+			r.p99, haveP99 = d, err == nil
+		case strings.HasPrefix(strings.TrimSpace(line), "Socket errors:"):
+			var c, rd, w, t int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(line), "Socket errors: connect %d, read %d, write %d, timeout %d", &c, &rd, &w, &t); err != nil {
+				return r, fmt.Errorf("wrk: cannot read %q: %v", line, err)
+			}
+			r.socketErrors = c + rd + w + t
+		case strings.HasPrefix(strings.TrimSpace(line), "Non-2xx or 3xx responses:"):
+			r.non2xx, _ = strconv.ParseInt(f[len(f)-1], 10, 64)
+		}
+	}
+	if !haveRequests || !haveP99 || r.perSecond == 0 {
+		return r, fmt.Errorf("wrk: no request count, rate or p99 in its report:\n%s", out)
+	}
+	return r, nil
+}
+
+// signal sends sig to the process.
+func (p *proc) signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
