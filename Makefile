@@ -45,7 +45,7 @@ go-build: ## Build $(BIN): static linux/$(GOARCH), stripped, version stamped
 # The root module and each suite with a go.mod of its own.
 MODULES := . $(patsubst %/go.mod,%,$(wildcard test/*/go.mod))
 
-test: lint unit container-test ## Everything a change must pass: lint, unit, container-test
+test: lint unit container-test soak-short ## Everything a change must pass: lint, unit, container-test, soak-short
 
 unit: ## go test -race on hello.go (the fuzz seed corpora run here too)
 	go test -race -count=1 ./...
