@@ -163,3 +163,68 @@ soak: go-build bench-tools ## Load, slowloris, SIGTERM under load, 431, large GE
 
 soak-short: ## soak and fuzz at CI length: 10 s of load, 10 s of fuzzing
 	$(MAKE) soak fuzz SOAK_DURATION=10s FUZZTIME=10s
+
+# ---- Kubernetes: kubernetes-apply, kubernetes-delete, e2e ----
+# Deploy with kubectl and kustomize; prove it on a real cluster.
+NAMESPACE    ?= hello
+# The kubectl context to deploy to; empty means kubectl's current context.
+KUBE_CONTEXT ?=
+# The host name the Ingress answers to.
+HOST         ?= hello.localhost
+KUBECTL      ?= kubectl
+KNOBS += NAMESPACE KUBE_CONTEXT HOST KUBECTL
+
+# test/e2e/go.mod pins the Kubernetes release the e2e cluster is built from.
+KUBERNETES_VERSION := $(shell awk '$$1 == "require" && $$2 == "k8s.io/kubernetes" {print $$3}' test/e2e/go.mod)
+KUBE_BIN := $(TOOLS)/kubernetes-$(KUBERNETES_VERSION)
+KUBE_CMDS := kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
+KUBE_VERSION_PKGS := k8s.io/component-base/version k8s.io/client-go/pkg/version
+KUBE_LDFLAGS := -s -w $(foreach p,$(KUBE_VERSION_PKGS),-X $(p).gitVersion=$(KUBERNETES_VERSION) \
+	-X $(p).gitMajor=1 -X $(p).gitMinor=$(word 2,$(subst ., ,$(KUBERNETES_VERSION))) -X $(p).gitTreeState=clean)
+
+KUBECTL_CTX = $(KUBECTL)$(if $(KUBE_CONTEXT), --context $(KUBE_CONTEXT))
+
+# A throwaway kustomize overlay on top of k8s/: the namespace, the image and the
+# host come from the knobs, so no file in the repo is edited per deployment.
+define OVERLAY
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [../../k8s]
+namespace: $(NAMESPACE)
+images: [{name: hello, newName: $(REGISTRY)/$(IMAGE), newTag: "$(TAG)"}]
+labels: [{includeTemplates: true, pairs: {app.kubernetes.io/version: "$(TAG)"}}]
+patches:
+  - target: {kind: Ingress, name: hello}
+    patch: '[{"op": "replace", "path": "/spec/rules/0/host", "value": "$(HOST)"}]'
+endef
+export OVERLAY
+# kustomize only accepts a relative path to k8s/, hence a folder inside the repo.
+WITH_OVERLAY = mkdir -p .cache && dir=$$(mktemp -d .cache/overlay.XXXXXX) && trap 'rm -rf "$$dir"' EXIT && echo "$$OVERLAY" >"$$dir/kustomization.yaml" &&
+
+.PHONY: kubernetes-apply kubernetes-delete e2e kubectl-check
+
+kubernetes-apply: kubectl-check ## Deploy $(REGISTRY)/$(IMAGE):$(TAG) to $(NAMESPACE) and wait for the rollout
+	@case "$(TAG)" in latest|"") echo "TAG='$(TAG)': deploy a version (make kubernetes-apply TAG=v1.2.3), never latest"; exit 1;; esac
+	@$(WITH_OVERLAY) $(KUBECTL_CTX) apply -k "$$dir"
+	$(KUBECTL_CTX) -n $(NAMESPACE) rollout status deployment/hello --timeout=3m
+	@echo "hello $(TAG) serves in namespace $(NAMESPACE). Reach it:"
+	@echo "  through the Ingress:  curl http://$(HOST)/you"
+	@echo "  from this machine:    $(KUBECTL_CTX) -n $(NAMESPACE) port-forward service/hello $(PORT):80"
+	@echo "                        curl http://127.0.0.1:$(PORT)/you"
+
+kubernetes-delete: kubectl-check ## Delete everything kubernetes-apply created, the namespace too; fine when nothing is there
+	@$(WITH_OVERLAY) $(KUBECTL_CTX) delete -k "$$dir" --ignore-not-found --wait
+
+kubectl-check:
+	@command -v $(KUBECTL) >/dev/null || { echo "$(KUBECTL) not found: install kubectl or set KUBECTL=/path/to/kubectl"; exit 1; }
+
+# The e2e suite builds its own cluster unless KUBECONFIG names one; then
+# REGISTRY must be a registry that cluster pulls from.
+e2e: $(REGISTRY_BIN) $(if $(KUBECONFIG),,$(KUBE_BIN)/kubelet) ## Build, push, deploy, serve, roll and delete on a real cluster (built here unless KUBECONFIG is set)
+	cd test/e2e && KUBE_BIN=$(KUBE_BIN) REGISTRY_BIN=$(REGISTRY_BIN) \
+		E2E_REGISTRY=$(if $(filter command environment,$(origin REGISTRY)),$(REGISTRY)) \
+		go test -count=1 -v -timeout 20m .
+
+# One go build for all commands: they share most packages. ~10 min cold on 2 cores.
+$(KUBE_BIN)/kubelet: test/e2e/go.mod test/e2e/go.sum
+	cd test/e2e && CGO_ENABLED=0 go build -trimpath -ldflags '$(KUBE_LDFLAGS)' -o $(@D)/ $(addprefix k8s.io/kubernetes/cmd/,$(KUBE_CMDS))

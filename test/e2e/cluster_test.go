@@ -1,0 +1,850 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The built-in cluster: one node, every component a host process, every
+// address on this machine. The names and addresses are fixed, so there is one
+// such cluster per machine and a run that was killed is found and removed by
+// the next one.
+const (
+	stateDir    = "/tmp/hello-e2e" // everything the cluster writes, mounts included
+	nodeName    = "hello-e2e"
+	nodeBridge  = "hello-node0" // holds the node IP; it has no ports, so nothing sent there leaves the machine
+	podBridge   = "hello-cni0"  // the CNI bridge the pods hang on
+	nodeIP      = "10.213.255.1"
+	podCIDR     = "10.213.0.0/24"
+	serviceCIDR = "10.213.128.0/24"
+	apiServerIP = "10.213.128.1" // the first address of serviceCIDR: the kubernetes Service
+	cniBinDir   = "/usr/lib/cni" // Debian's containernetworking-plugins
+)
+
+// The binaries whose processes the cluster runs; teardown kills a process
+// only if it runs one of these and its command line names stateDir.
+var clusterBinaries = []string{
+	"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
+	"kube-proxy", "containerd", "containerd-shim-runc-v2", "registry",
+}
+
+// Host settings the kubelet, kube-proxy and the bridge plugin may change; the
+// teardown puts back what they were.
+var sysctls = []string{
+	"kernel/panic", "kernel/panic_on_oops", "vm/overcommit_memory", "vm/panic_on_oom",
+	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes",
+	"net/ipv4/ip_forward", "net/ipv4/conf/all/route_localnet", "net/ipv6/conf/all/forwarding",
+	"net/bridge/bridge-nf-call-iptables", "net/bridge/bridge-nf-call-ip6tables",
+	"net/netfilter/nf_conntrack_max", "net/netfilter/nf_conntrack_tcp_timeout_established",
+	"net/netfilter/nf_conntrack_tcp_timeout_close_wait",
+}
+
+// Host folders the cluster's components create outside stateDir when they
+// are missing. Docker's containerd shares /run/containerd/s, so the teardown
+// removes them only when empty, and a run must leave none that it found
+// missing.
+var hostDirs = []string{"/run/containerd/s", "/run/containerd", "/var/log/containers", "/var/lib/cni/results", "/var/lib/cni"}
+
+type cluster struct {
+	t        *testing.T
+	bin      string // the Kubernetes binaries
+	registry string // host:port of the registry the node pulls from
+	mu       sync.Mutex
+	exited   []string // components that stopped while the cluster should run
+}
+
+// startCluster brings up the built-in cluster with a registry on 127.0.0.1
+// and returns the admin kubeconfig and the registry's host:port. Its cleanup
+// removes every trace, also when the test fails, and fails the test when
+// something is left.
+func startCluster(ctx context.Context, t *testing.T, kubeBin, registryBin string) (kubeconfig, registry string) {
+	if other := foreignKubernetes(); other != "" {
+		t.Fatalf("another Kubernetes runs on this machine (%s): point the suite at it with KUBECONFIG and REGISTRY instead", other)
+	}
+	if left := leftovers(kubeBin); len(left) > 0 {
+		t.Logf("removing what an earlier run left behind:\n  %s", strings.Join(left, "\n  "))
+		teardown(t.Logf, kubeBin)
+	}
+	before := readSysctls()
+	var missing []string
+	for _, dir := range hostDirs {
+		if _, err := os.Stat(dir); err != nil {
+			missing = append(missing, dir)
+		}
+	}
+	c := &cluster{t: t, bin: kubeBin}
+	t.Cleanup(func() {
+		start := time.Now()
+		if t.Failed() {
+			c.printLogs()
+		}
+		teardown(t.Logf, kubeBin)
+		restoreSysctls(t.Logf, before)
+		for _, name := range sysctls {
+			if was, now := before[name], readSysctl(name); was != now {
+				t.Errorf("teardown left sysctl %s = %q, was %q", name, now, was)
+			}
+		}
+		left := leftovers(kubeBin)
+		for _, dir := range missing {
+			if _, err := os.Stat(dir); err == nil {
+				left = append(left, "folder "+dir)
+			}
+		}
+		if len(left) > 0 {
+			t.Errorf("teardown left:\n  %s", strings.Join(left, "\n  "))
+		}
+		t.Logf("cluster torn down in %s", since(start))
+	})
+
+	for _, dir := range []string{"logs", "pki", "cni/net.d", "certs.d", "registry"} {
+		must(t, os.MkdirAll(filepath.Join(stateDir, dir), 0o755))
+	}
+	c.registry = c.startRegistry(ctx, registryBin)
+	must(t, writePKI(filepath.Join(stateDir, "pki")))
+	c.writeConfigs()
+	c.network()
+	c.startContainerd(ctx)
+
+	c.start("etcd", "etcd", "--name", nodeName, "--data-dir", stateDir+"/etcd",
+		"--listen-client-urls", "http://"+nodeIP+":2379", "--advertise-client-urls", "http://"+nodeIP+":2379",
+		"--listen-peer-urls", "http://"+nodeIP+":2380", "--initial-advertise-peer-urls", "http://"+nodeIP+":2380",
+		"--initial-cluster", nodeName+"=http://"+nodeIP+":2380")
+	c.waitFor(ctx, "etcd", 30*time.Second, func() error { return httpOK("http://" + nodeIP + ":2379/health") })
+
+	pki := stateDir + "/pki/"
+	c.start("kube-apiserver", kubeBin+"/kube-apiserver",
+		"--etcd-servers", "http://"+nodeIP+":2379",
+		"--bind-address", nodeIP, "--advertise-address", nodeIP, "--secure-port", "6443",
+		"--cert-dir", stateDir+"/apiserver",
+		"--tls-cert-file", pki+"apiserver.crt", "--tls-private-key-file", pki+"apiserver.key",
+		"--client-ca-file", pki+"ca.crt",
+		"--kubelet-client-certificate", pki+"admin.crt", "--kubelet-client-key", pki+"admin.key",
+		"--kubelet-certificate-authority", pki+"ca.crt",
+		// The node IP, never its name: a name would be looked up in DNS,
+		// off this machine.
+		"--kubelet-preferred-address-types", "InternalIP",
+		"--service-cluster-ip-range", serviceCIDR,
+		"--service-account-issuer", "https://kubernetes.default.svc",
+		"--service-account-key-file", pki+"sa.pub", "--service-account-signing-key-file", pki+"sa.key",
+		"--authorization-mode", "Node,RBAC")
+	kubeconfig = stateDir + "/admin.kubeconfig"
+	c.waitFor(ctx, "kube-apiserver", 60*time.Second, func() error {
+		return c.kubectlQuiet(ctx, kubeconfig, "get", "--raw", "/readyz")
+	})
+
+	c.start("kube-controller-manager", kubeBin+"/kube-controller-manager",
+		"--kubeconfig", kubeconfig, "--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
+		"--bind-address", nodeIP, "--leader-elect=false",
+		"--service-account-private-key-file", pki+"sa.key", "--root-ca-file", pki+"ca.crt",
+		"--service-cluster-ip-range", serviceCIDR)
+	c.start("kube-scheduler", kubeBin+"/kube-scheduler",
+		"--kubeconfig", kubeconfig, "--authentication-kubeconfig", kubeconfig, "--authorization-kubeconfig", kubeconfig,
+		"--bind-address", nodeIP, "--leader-elect=false")
+	c.start("kube-proxy", kubeBin+"/kube-proxy", "--config", stateDir+"/kube-proxy.yaml")
+	c.start("kubelet", kubeBin+"/kubelet", "--config", stateDir+"/kubelet.yaml", "--kubeconfig", kubeconfig,
+		"--root-dir", stateDir+"/kubelet", "--hostname-override", nodeName, "--node-ip", nodeIP)
+	c.waitFor(ctx, "node "+nodeName+" Ready", 90*time.Second, func() error {
+		return c.kubectlQuiet(ctx, kubeconfig, "wait", "--for=condition=Ready", "node/"+nodeName, "--timeout=2s")
+	})
+	return kubeconfig, c.registry
+}
+
+// start runs one component in its own process group (a Ctrl-C reaches the
+// test, which then tears the cluster down in order) with its output in
+// logs/<name>.log.
+func (c *cluster) start(name string, args ...string) {
+	log, err := os.Create(filepath.Join(stateDir, "logs", name+".log"))
+	must(c.t, err)
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		err := cmd.Wait()
+		log.Close()
+		c.mu.Lock()
+		c.exited = append(c.exited, fmt.Sprintf("%s (%v)", name, err))
+		c.mu.Unlock()
+	}()
+}
+
+// waitFor polls ready until it succeeds, and fails the test when the time is
+// up or a component stopped.
+func (c *cluster) waitFor(ctx context.Context, what string, timeout time.Duration, ready func() error) {
+	start := time.Now()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := ready()
+		if err == nil {
+			c.t.Logf("cluster: %s after %s", what, since(start))
+			return
+		}
+		c.mu.Lock()
+		exited := slices.Clone(c.exited)
+		c.mu.Unlock()
+		if len(exited) > 0 {
+			c.t.Fatalf("waiting for %s: stopped: %s", what, strings.Join(exited, ", "))
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			c.t.Fatalf("%s not ready after %s: %v", what, since(start), err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func (c *cluster) kubectlQuiet(ctx context.Context, kubeconfig string, args ...string) error {
+	cmd := exec.CommandContext(ctx, c.bin+"/kubectl", append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("kubectl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// startRegistry runs CNCF Distribution on a free port of 127.0.0.1.
+func (c *cluster) startRegistry(ctx context.Context, registryBin string) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(c.t, err)
+	addr := l.Addr().String()
+	l.Close()
+	config := fmt.Sprintf("version: 0.1\nlog: {level: warn}\nstorage: {filesystem: {rootdirectory: %s/registry}}\nhttp: {addr: %s}\n", stateDir, addr)
+	must(c.t, os.WriteFile(stateDir+"/registry.yaml", []byte(config), 0o644))
+	// Without OTEL_TRACES_EXPORTER=none the registry sends traces to localhost:4318.
+	c.start("registry", "env", "OTEL_TRACES_EXPORTER=none", registryBin, "serve", stateDir+"/registry.yaml")
+	c.waitFor(ctx, "registry on "+addr, 30*time.Second, func() error { return httpOK("http://" + addr + "/v2/") })
+	return addr
+}
+
+// network puts the node IP on a bridge with no ports and routes the service
+// range into it: a packet to a Service address that kube-proxy does not
+// rewrite ends there instead of on the default route.
+func (c *cluster) network() {
+	for _, args := range [][]string{
+		{"link", "add", nodeBridge, "type", "bridge"},
+		{"addr", "add", nodeIP + "/32", "dev", nodeBridge},
+		{"link", "set", nodeBridge, "up"},
+		{"route", "add", serviceCIDR, "dev", nodeBridge, "src", nodeIP},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			c.t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
+// startContainerd runs a containerd of the cluster's own (root, state, socket
+// and config in stateDir) and builds the sandbox image into the registry.
+func (c *cluster) startContainerd(ctx context.Context) {
+	c.start("containerd", "containerd", "--config", stateDir+"/containerd.toml")
+	c.waitFor(ctx, "containerd", 30*time.Second, func() error {
+		return exec.Command("ctr", "--address", stateDir+"/containerd.sock", "version").Run()
+	})
+	dir := stateDir + "/pause"
+	must(c.t, os.MkdirAll(dir, 0o755))
+	dockerfile := "FROM scratch\nCOPY pause /pause\nENTRYPOINT [\"/pause\"]\n"
+	must(c.t, os.WriteFile(dir+"/Dockerfile", []byte(dockerfile), 0o644))
+	image := c.registry + "/hello-e2e-pause:1"
+	for _, args := range [][]string{
+		{"go", "build", "-trimpath", "-ldflags=-s -w", "-o", dir + "/pause", "./pause"},
+		{"docker", "build", "-q", "-t", image, dir},
+		{"docker", "push", "-q", image},
+		{"docker", "rmi", image},
+	} {
+		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			c.t.Fatalf("sandbox image: %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+}
+
+// writeConfigs writes the kubeconfig and the configuration files of
+// containerd, the CNI network, the kubelet and kube-proxy.
+func (c *cluster) writeConfigs() {
+	pki := stateDir + "/pki/"
+	files := map[string]string{
+		"admin.kubeconfig": `apiVersion: v1
+kind: Config
+clusters: [{name: hello-e2e, cluster: {server: "https://` + nodeIP + `:6443", certificate-authority: ` + pki + `ca.crt}}]
+users: [{name: admin, user: {client-certificate: ` + pki + `admin.crt, client-key: ` + pki + `admin.key}}]
+contexts: [{name: hello-e2e, context: {cluster: hello-e2e, user: admin}}]
+current-context: hello-e2e
+`,
+		// restrict_oom_score_adj: root here lacks CAP_SYS_RESOURCE. The
+		// runc root and the network namespaces live in stateDir, and the
+		// node pulls from the test registry only, over plain HTTP.
+		"containerd.toml": `version = 2
+root = "` + stateDir + `/containerd/root"
+state = "` + stateDir + `/containerd/state"
+[grpc]
+  address = "` + stateDir + `/containerd.sock"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "` + stateDir + `/containerd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "` + c.registry + `/hello-e2e-pause:1"
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      Root = "` + stateDir + `/runc"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "` + cniBinDir + `"
+    conf_dir = "` + stateDir + `/cni/net.d"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "` + stateDir + `/certs.d"
+`,
+		"certs.d/" + c.registry + "/hosts.toml": `server = "http://` + c.registry + `"
+[host."http://` + c.registry + `"]
+  capabilities = ["pull", "resolve"]
+`,
+		// No routes and no masquerading: a pod reaches its own subnet only,
+		// so nothing it sends can leave the machine.
+		"cni/net.d/10-hello-e2e.conflist": `{
+  "cniVersion": "1.0.0",
+  "name": "hello-e2e",
+  "plugins": [{
+    "type": "bridge", "bridge": "` + podBridge + `", "isGateway": true, "ipMasq": false,
+    "ipam": {"type": "host-local", "ranges": [[{"subnet": "` + podCIDR + `"}]], "dataDir": "` + stateDir + `/cni/ipam"}
+  }]
+}
+`,
+		// This machine has cgroup v1 only (failCgroupV1: false), and root
+		// cannot lower OOM scores (oomScoreAdj: 0). Every port listens on
+		// the node IP, every folder is in stateDir.
+		"kubelet.yaml": `apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+failCgroupV1: false
+oomScoreAdj: 0
+cgroupDriver: cgroupfs
+containerRuntimeEndpoint: unix://` + stateDir + `/containerd.sock
+address: ` + nodeIP + `
+healthzBindAddress: ` + nodeIP + `
+readOnlyPort: 0
+tlsCertFile: ` + pki + `kubelet.crt
+tlsPrivateKeyFile: ` + pki + `kubelet.key
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: ` + pki + `ca.crt}
+authorization: {mode: Webhook}
+resolvConf: ""
+podLogsDir: ` + stateDir + `/pod-logs
+volumePluginDir: ` + stateDir + `/volume-plugins
+`,
+		// Conntrack zeros leave the host's conntrack settings alone;
+		// localhostNodePorts: false leaves route_localnet alone.
+		"kube-proxy.yaml": `apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: ` + stateDir + `/admin.kubeconfig}
+hostnameOverride: ` + nodeName + `
+mode: iptables
+clusterCIDR: ` + podCIDR + `
+detectLocalMode: ClusterCIDR
+nodePortAddresses: ["` + nodeIP + `/32"]
+healthzBindAddress: ` + nodeIP + `:10256
+metricsBindAddress: ` + nodeIP + `:10249
+oomScoreAdj: 0
+iptables: {localhostNodePorts: false}
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+`,
+	}
+	for name, text := range files {
+		path := filepath.Join(stateDir, name)
+		must(c.t, os.MkdirAll(filepath.Dir(path), 0o755))
+		must(c.t, os.WriteFile(path, []byte(text), 0o644))
+	}
+}
+
+// printLogs shows the end of every component's log: what CI needs to see
+// when the cluster misbehaved.
+func (c *cluster) printLogs() {
+	logs, _ := filepath.Glob(stateDir + "/logs/*.log")
+	for _, path := range logs {
+		data, _ := os.ReadFile(path)
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		c.t.Logf("last lines of %s:\n%s", path, strings.Join(lines[max(0, len(lines)-25):], "\n"))
+	}
+}
+
+// teardown removes every trace of the built-in cluster, of this run or of an
+// earlier one that was killed: processes (found by binary and stateDir, and
+// by the pods' cgroups), shim sockets, mounts, network namespaces, links,
+// iptables chains, cgroups and folders. It logs what fails and goes on.
+func teardown(logf func(string, ...any), kubeBin string) {
+	// The kubelet first, so it restarts nothing; then the containers, so
+	// their shims have nothing left to wait for; then the rest.
+	procs := clusterProcesses()
+	slices.SortStableFunc(procs, func(a, b process) int {
+		rank := func(p process) int {
+			switch {
+			case p.exe == "kubelet":
+				return 0
+			case p.exe == "":
+				return 1
+			}
+			return 2
+		}
+		return rank(a) - rank(b)
+	})
+	for _, p := range procs {
+		if err := syscall.Kill(p.pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+			logf("teardown: kill %d (%s): %v", p.pid, p.exe, err)
+		}
+		if p.shimSocket != "" {
+			os.Remove(p.shimSocket)
+		}
+	}
+	for _, p := range procs {
+		waitGone(p.pid)
+	}
+
+	// Mounts: the pods' root file systems and shared memory, the network
+	// namespaces, the kubelet's own. Innermost first; detach, since nothing
+	// that used them runs any more.
+	for range 5 {
+		mounts := mountsUnder(stateDir)
+		if len(mounts) == 0 {
+			break
+		}
+		for _, m := range mounts {
+			if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+				logf("teardown: unmount %s: %v", m, err)
+			}
+		}
+	}
+
+	// The pods' veth ends vanish with their network namespaces; then the
+	// bridges (and the route into nodeBridge with them).
+	for range 50 {
+		if len(portsOf(podBridge)) == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, link := range append(portsOf(podBridge), podBridge, nodeBridge) {
+		if linkExists(link) {
+			if out, err := exec.Command("ip", "link", "del", link).CombinedOutput(); err != nil {
+				logf("teardown: ip link del %s: %v: %s", link, err, out)
+			}
+		}
+	}
+
+	// kube-proxy removes its own rules; the kubelet's and CNI's chains go
+	// by name. Only a machine that runs no other Kubernetes gets here.
+	if _, err := os.Stat(kubeBin + "/kube-proxy"); err == nil {
+		if out, err := exec.Command(kubeBin+"/kube-proxy", "--cleanup").CombinedOutput(); err != nil {
+			logf("teardown: kube-proxy --cleanup: %v: %s", err, lastLine(out))
+		}
+	}
+	for _, family := range []string{"iptables", "ip6tables"} {
+		if err := removeChains(family); err != nil {
+			logf("teardown: %s: %v", family, err)
+		}
+	}
+
+	for _, dir := range kubepodsCgroups() {
+		if err := syscall.Rmdir(dir); err != nil && !errors.Is(err, syscall.ENOENT) {
+			logf("teardown: rmdir %s: %v", dir, err)
+		}
+	}
+
+	links, _ := filepath.Glob("/var/log/containers/*")
+	for _, link := range links {
+		if target, err := os.Readlink(link); err == nil && strings.HasPrefix(target, stateDir+"/") {
+			os.Remove(link)
+		}
+	}
+	for _, dir := range hostDirs {
+		syscall.Rmdir(dir) // only when empty: another user's files stay
+	}
+
+	// Never delete through a mount that is still there: it could lead
+	// outside stateDir.
+	if m := mountsUnder(stateDir); len(m) > 0 {
+		logf("teardown: keeping %s, still mounted: %v", stateDir, m)
+		return
+	}
+	if err := os.RemoveAll(stateDir); err != nil {
+		logf("teardown: %v", err)
+	}
+}
+
+// leftovers lists what teardown must remove; empty means the machine is clean.
+func leftovers(kubeBin string) []string {
+	var left []string
+	for _, p := range clusterProcesses() {
+		left = append(left, fmt.Sprintf("process %d %s", p.pid, p.cmdline))
+	}
+	for _, m := range mountsUnder(stateDir) {
+		left = append(left, "mount "+m)
+	}
+	for _, link := range append(portsOf(podBridge), podBridge, nodeBridge) {
+		if linkExists(link) {
+			left = append(left, "link "+link)
+		}
+	}
+	for _, family := range []string{"iptables", "ip6tables"} {
+		chains, _ := kubernetesChains(family)
+		for _, ch := range chains {
+			left = append(left, family+" chain "+ch)
+		}
+	}
+	if out, err := exec.Command("nft", "list", "tables").Output(); err == nil && strings.Contains(string(out), "kube-proxy") {
+		left = append(left, "nftables table kube-proxy")
+	}
+	for _, dir := range kubepodsCgroups() {
+		left = append(left, "cgroup "+dir)
+	}
+	if _, err := os.Stat(stateDir); err == nil {
+		left = append(left, "folder "+stateDir)
+	}
+	links, _ := filepath.Glob("/var/log/containers/*")
+	for _, link := range links {
+		if target, err := os.Readlink(link); err == nil && strings.HasPrefix(target, stateDir+"/") {
+			left = append(left, "symlink "+link)
+		}
+	}
+	return left
+}
+
+// foreignKubernetes names the sign of a Kubernetes that is not ours: its
+// iptables chains or pod cgroups while no trace of our cluster exists.
+func foreignKubernetes() string {
+	if _, err := os.Stat(stateDir); err == nil || linkExists(nodeBridge) {
+		return ""
+	}
+	if chains, _ := kubernetesChains("iptables"); len(chains) > 0 {
+		return "iptables chain " + chains[0]
+	}
+	if dirs := kubepodsCgroups(); len(dirs) > 0 {
+		return "cgroup " + dirs[0]
+	}
+	return ""
+}
+
+type process struct {
+	pid        int
+	exe        string // base name of the binary; "" for a container's process
+	cmdline    string
+	shimSocket string // the socket a containerd shim leaves in /run/containerd/s when killed
+}
+
+// clusterProcesses finds the cluster's processes: a cluster binary whose
+// command line names stateDir, or any process in a pod's cgroup.
+func clusterProcesses() []process {
+	var procs []process
+	seen := map[int]bool{os.Getpid(): true}
+	for _, dir := range kubepodsCgroups() {
+		data, _ := os.ReadFile(dir + "/cgroup.procs")
+		for _, f := range strings.Fields(string(data)) {
+			var pid int
+			fmt.Sscan(f, &pid)
+			if !seen[pid] {
+				seen[pid] = true
+				procs = append(procs, process{pid: pid, cmdline: cmdline(pid)})
+			}
+		}
+	}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscan(e.Name(), &pid); err != nil || seen[pid] {
+			continue
+		}
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		args := strings.Split(strings.TrimSuffix(readString(fmt.Sprintf("/proc/%d/cmdline", pid)), "\x00"), "\x00")
+		if !slices.Contains(clusterBinaries, filepath.Base(exe)) || !strings.Contains(strings.Join(args, " "), stateDir) {
+			continue
+		}
+		p := process{pid: pid, exe: filepath.Base(exe), cmdline: strings.Join(args, " ")}
+		if p.exe == "containerd-shim-runc-v2" {
+			p.shimSocket = shimSocket(args)
+		}
+		procs = append(procs, p)
+	}
+	return procs
+}
+
+// shimSocket is where containerd 1.6 puts a shim's socket:
+// /run/containerd/s/sha256(<containerd address>/<namespace>/<id>).
+func shimSocket(args []string) string {
+	flag := func(name string) string {
+		if i := slices.Index(args, name); i >= 0 && i+1 < len(args) {
+			return args[i+1]
+		}
+		return ""
+	}
+	sum := sha256.Sum256([]byte(filepath.Join(flag("-address"), flag("-namespace"), flag("-id"))))
+	return fmt.Sprintf("/run/containerd/s/%x", sum)
+}
+
+func cmdline(pid int) string {
+	return strings.TrimSpace(strings.ReplaceAll(readString(fmt.Sprintf("/proc/%d/cmdline", pid)), "\x00", " "))
+}
+
+func readString(path string) string {
+	data, _ := os.ReadFile(path)
+	return string(data)
+}
+
+// waitGone waits up to 10 s for a killed process to disappear (or become a
+// zombie, which holds nothing).
+func waitGone(pid int) {
+	for range 100 {
+		stat := readString(fmt.Sprintf("/proc/%d/stat", pid))
+		if stat == "" || strings.Contains(stat, ") Z ") {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// mountsUnder lists the mount points under dir, innermost first.
+func mountsUnder(dir string) []string {
+	var mounts []string
+	for _, line := range strings.Split(readString("/proc/self/mountinfo"), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) > 4 && strings.HasPrefix(fields[4], dir+"/") {
+			mounts = append(mounts, fields[4])
+		}
+	}
+	slices.SortFunc(mounts, func(a, b string) int { return len(b) - len(a) })
+	return slices.Compact(mounts)
+}
+
+func linkExists(name string) bool {
+	_, err := os.Stat("/sys/class/net/" + name)
+	return err == nil
+}
+
+// portsOf lists the links attached to a bridge.
+func portsOf(bridge string) []string {
+	entries, _ := os.ReadDir("/sys/class/net/" + bridge + "/brif")
+	var ports []string
+	for _, e := range entries {
+		ports = append(ports, e.Name())
+	}
+	return ports
+}
+
+// kubepodsCgroups lists the kubelet's pod cgroups in every hierarchy,
+// innermost first.
+func kubepodsCgroups() []string {
+	var dirs []string
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods*")
+	if root, err := filepath.Glob("/sys/fs/cgroup/kubepods*"); err == nil { // cgroup v2
+		roots = append(roots, root...)
+	}
+	for _, root := range roots {
+		filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+			if err == nil && d.IsDir() {
+				dirs = append(dirs, path)
+			}
+			return nil
+		})
+	}
+	slices.SortFunc(dirs, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+	return dirs
+}
+
+var tables = []string{"filter", "nat", "mangle", "raw"}
+
+func isKubernetesChain(name string) bool {
+	return strings.HasPrefix(name, "KUBE-") || strings.HasPrefix(name, "CNI-")
+}
+
+// kubernetesChains lists the chains the kubelet, kube-proxy and the CNI
+// plugins create, as table/chain.
+func kubernetesChains(family string) ([]string, error) {
+	var chains []string
+	for _, table := range tables {
+		out, err := exec.Command(family+"-save", "-t", table).Output()
+		if err != nil {
+			continue // the table does not exist: nothing in it
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if name, ok := strings.CutPrefix(line, ":"); ok && isKubernetesChain(strings.Fields(name)[0]) {
+				chains = append(chains, table+"/"+strings.Fields(name)[0])
+			}
+		}
+	}
+	return chains, nil
+}
+
+// removeChains deletes the rules that jump to a Kubernetes chain from every
+// other chain, then the Kubernetes chains, in one iptables-restore per table
+// (so docker's rules stay as they are).
+func removeChains(family string) error {
+	for _, table := range tables {
+		out, err := exec.Command(family+"-save", "-t", table).Output()
+		if err != nil {
+			continue
+		}
+		var ours, script []string
+		for _, line := range strings.Split(string(out), "\n") {
+			if name, ok := strings.CutPrefix(line, ":"); ok && isKubernetesChain(strings.Fields(name)[0]) {
+				ours = append(ours, strings.Fields(name)[0])
+			}
+		}
+		if len(ours) == 0 {
+			continue
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			fields := strings.Fields(line)
+			jump := slices.Index(fields, "-j")
+			if len(fields) > 1 && fields[0] == "-A" && !isKubernetesChain(fields[1]) && jump > 0 && jump+1 < len(fields) && isKubernetesChain(fields[jump+1]) {
+				script = append(script, "-D"+strings.TrimPrefix(line, "-A"))
+			}
+		}
+		for _, ch := range ours {
+			script = append(script, "-F "+ch)
+		}
+		for _, ch := range ours {
+			script = append(script, "-X "+ch)
+		}
+		input := "*" + table + "\n" + strings.Join(script, "\n") + "\nCOMMIT\n"
+		cmd := exec.Command(family+"-restore", "--noflush")
+		cmd.Stdin = strings.NewReader(input)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%s-restore (table %s): %v: %s", family, table, err, out)
+		}
+	}
+	return nil
+}
+
+func readSysctl(name string) string {
+	return strings.TrimSpace(readString("/proc/sys/" + name))
+}
+
+func readSysctls() map[string]string {
+	values := map[string]string{}
+	for _, name := range sysctls {
+		values[name] = readSysctl(name)
+	}
+	return values
+}
+
+func restoreSysctls(logf func(string, ...any), values map[string]string) {
+	for name, value := range values {
+		if value != "" && readSysctl(name) != value {
+			if err := os.WriteFile("/proc/sys/"+name, []byte(value), 0o644); err != nil {
+				logf("teardown: sysctl %s: %v", name, err)
+			}
+		}
+	}
+}
+
+// writePKI writes a throwaway CA, the serving certificates of the API server
+// and the kubelet, one admin client certificate (system:masters) that every
+// component uses, and the service account signing key.
+func writePKI(dir string) error {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	caTemplate := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "hello-e2e-ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTemplate, caTemplate, &caKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	if err := writePEM(dir+"/ca.crt", "CERTIFICATE", caDER); err != nil {
+		return err
+	}
+	issue := func(name string, subject pkix.Name, usage x509.ExtKeyUsage, ips []string, dns []string) error {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return err
+		}
+		serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+		template := &x509.Certificate{
+			SerialNumber: serial, Subject: subject, DNSNames: dns,
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+		}
+		for _, ip := range ips {
+			template.IPAddresses = append(template.IPAddresses, net.ParseIP(ip))
+		}
+		der, err := x509.CreateCertificate(rand.Reader, template, ca, &key.PublicKey, caKey)
+		if err != nil {
+			return err
+		}
+		keyDER, _ := x509.MarshalECPrivateKey(key)
+		return errors.Join(writePEM(dir+"/"+name+".crt", "CERTIFICATE", der), writePEM(dir+"/"+name+".key", "EC PRIVATE KEY", keyDER))
+	}
+	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	saDER, _ := x509.MarshalECPrivateKey(saKey)
+	saPub, _ := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
+	return errors.Join(
+		issue("apiserver", pkix.Name{CommonName: "kube-apiserver"}, x509.ExtKeyUsageServerAuth,
+			[]string{nodeIP, apiServerIP, "127.0.0.1"},
+			[]string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "localhost"}),
+		issue("kubelet", pkix.Name{CommonName: nodeName}, x509.ExtKeyUsageServerAuth, []string{nodeIP}, []string{nodeName}),
+		issue("admin", pkix.Name{CommonName: "admin", Organization: []string{"system:masters"}}, x509.ExtKeyUsageClientAuth, nil, nil),
+		writePEM(dir+"/sa.key", "EC PRIVATE KEY", saDER),
+		writePEM(dir+"/sa.pub", "PUBLIC KEY", saPub),
+	)
+}
+
+func writePEM(path, kind string, der []byte) error {
+	return os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: kind, Bytes: der}), 0o600)
+}
+
+func httpOK(url string) error {
+	client := &http.Client{Timeout: 2 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+func lastLine(out []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	return lines[len(lines)-1]
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func since(start time.Time) time.Duration {
+	return time.Since(start).Round(100 * time.Millisecond)
+}

@@ -1,0 +1,460 @@
+// Package e2e proves the whole walk of hello on a real Kubernetes: build,
+// push, deploy, serve, roll with zero failed requests, delete.
+//
+// By default it builds a single-node cluster from upstream Kubernetes as host
+// processes (cluster_test.go) with a registry on 127.0.0.1, and removes both
+// afterwards, also when a step fails. With KUBECONFIG and E2E_REGISTRY (make
+// e2e KUBECONFIG=... REGISTRY=...) it runs against that cluster instead and
+// starts and stops no cluster. Run it with `make e2e`.
+package e2e
+
+import (
+	"bufio"
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	namespace = "hello-e2e"
+	image     = "hello-e2e" // the IMAGE knob: a name no one else uses in the shared Docker engine
+	greeting  = "Hello, TutorialHero!\n"
+
+	// The request stream during a rollout: steady, and bounded in count and time.
+	loadRate     = 20 // requests per second
+	loadMaxTime  = 3 * time.Minute
+	loadMaxCount = loadRate * 180
+)
+
+// walk is one run of the suite against one cluster.
+type walk struct {
+	t          *testing.T
+	ctx        context.Context
+	kubectl    string
+	kubeconfig string
+	registry   string
+	repo       string // the repository root, where make runs
+	timings    []string
+}
+
+func TestE2E(t *testing.T) {
+	w := setup(t)
+	stamp := time.Now().UTC().Format("20060102-150405")
+	tag1, tag2 := "e2e-"+stamp+"-a", "e2e-"+stamp+"-b"
+	t.Cleanup(func() {
+		for _, tag := range []string{tag1, tag2} {
+			exec.Command("docker", "rmi", image+":"+tag, w.registry+"/"+image+":"+tag).Run()
+		}
+	})
+
+	w.step("build and push "+tag1, func() {
+		w.make("go-build", "docker-build", "docker-push", "TAG="+tag1, "VERSION="+tag1)
+	})
+	w.step("kubernetes-apply "+tag1, func() {
+		w.make("kubernetes-apply", "TAG="+tag1)
+		w.checkDeployment(tag1)
+		w.checkPodSecurity()
+	})
+	var url string
+	w.step("serve", func() {
+		url = "http://" + w.get("service", "hello", "{.spec.clusterIP}") + "/TutorialHero"
+		// kube-proxy learns of the new endpoints a moment after the rollout.
+		start := time.Now()
+		for err := greet(http.DefaultClient, url); err != nil; err = greet(http.DefaultClient, url) {
+			if time.Since(start) > 30*time.Second {
+				t.Fatalf("through the Service's ClusterIP: %v (the ClusterIP must be reachable from this machine: run the suite on a node)", err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Logf("the Service answered after %s", since(start))
+		w.checkPortForward()
+		if got, want := w.get("ingress", "hello", "{.spec.ingressClassName} {.spec.rules[0].host}"), "traefik hello-e2e.localhost"; got != want {
+			t.Errorf("Ingress class and host = %q, want %q", got, want)
+		}
+	})
+	w.step("rollout restart under load", func() {
+		w.underLoad(url, func() {
+			w.kubectlRun("rollout", "restart", "deployment/hello")
+			w.kubectlRun("rollout", "status", "deployment/hello", "--timeout=3m")
+		})
+	})
+	w.step("build and push "+tag2, func() {
+		w.make("go-build", "docker-build", "docker-push", "TAG="+tag2, "VERSION="+tag2)
+	})
+	w.step("image update to "+tag2+" under load", func() {
+		before := w.podImages()
+		w.underLoad(url, func() { w.make("kubernetes-apply", "TAG="+tag2) })
+		after := w.podImages()
+		want := w.registry + "/" + image + ":" + tag2
+		for pod, img := range after {
+			if img[0] != want {
+				t.Errorf("pod %s runs %s, want %s", pod, img[0], want)
+			}
+			for _, old := range before {
+				if img[1] == old[1] {
+					t.Errorf("pod %s runs the digest of %s (%s): the update changed the tag only", pod, tag1, img[1])
+				}
+			}
+		}
+	})
+	w.step("kubernetes-delete", func() {
+		w.make("kubernetes-delete")
+		if left := w.kubectlRun("get", "all,ingress,poddisruptionbudget,configmap,secret,serviceaccount", "-o", "name"); left != "" {
+			t.Errorf("after kubernetes-delete, namespace %s holds:\n%s", namespace, left)
+		}
+		if out, err := w.kubectlOut("get", "namespace", namespace); err == nil || !strings.Contains(out, "NotFound") {
+			t.Errorf("after kubernetes-delete: kubectl get namespace %s: %v %q, want NotFound", namespace, err, out)
+		}
+		w.make("kubernetes-delete") // nothing there: must still succeed
+	})
+}
+
+// setup returns a walk on the built-in cluster, or on the user's when
+// KUBECONFIG is set. Missing prerequisites skip the suite, or fail it under
+// CI=true, with what to install or set.
+func setup(t *testing.T) *walk {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	t.Cleanup(stop)
+	if deadline, ok := t.Deadline(); ok {
+		// Leave time for the teardown before go test's own timeout kills
+		// the test without running any cleanup.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline.Add(-2*time.Minute))
+		t.Cleanup(cancel)
+	}
+	repo, err := filepath.Abs("../..")
+	must(t, err)
+	w := &walk{t: t, ctx: ctx, repo: repo}
+	t.Cleanup(func() { t.Logf("step timings:\n  %s", strings.Join(w.timings, "\n  ")) })
+
+	if kubeconfig := os.Getenv("KUBECONFIG"); kubeconfig != "" {
+		w.kubeconfig, w.registry = kubeconfig, os.Getenv("E2E_REGISTRY")
+		w.kubectl = cmp.Or(os.Getenv("E2E_KUBECTL"), "kubectl")
+		require(t, prerequisites(map[string]string{
+			w.kubectl: "install kubectl or set KUBECTL", "docker": "install docker.io (.ci/dockerd)", "make": "install make",
+		}, w.registry == "", "KUBECONFIG names a cluster: set REGISTRY too, to a registry that cluster pulls from"))
+		if _, err := w.kubectlOut("get", "namespace", namespace); err == nil {
+			t.Fatalf("namespace %s exists in that cluster: the suite deploys there and deletes it; remove it first", namespace)
+		}
+		t.Logf("existing cluster: KUBECONFIG=%s, registry %s", kubeconfig, w.registry)
+		t.Cleanup(func() {
+			if t.Failed() {
+				w.make("kubernetes-delete")
+			}
+		})
+		return w
+	}
+
+	kubeBin, registryBin := os.Getenv("KUBE_BIN"), os.Getenv("REGISTRY_BIN")
+	needs := map[string]string{
+		"etcd": "apt-get install etcd-server", "containerd": "apt-get install containerd",
+		"containerd-shim-runc-v2": "apt-get install containerd", "ctr": "apt-get install containerd",
+		"runc": "apt-get install runc", "ip": "apt-get install iproute2", "iptables": "apt-get install iptables",
+		"iptables-save": "apt-get install iptables", "iptables-restore": "apt-get install iptables",
+		"ip6tables-save": "apt-get install iptables", "ip6tables-restore": "apt-get install iptables",
+		"docker": "apt-get install docker.io; .ci/dockerd starts it", "make": "apt-get install make", "go": "install Go",
+		cniBinDir + "/bridge":     "apt-get install containernetworking-plugins",
+		cniBinDir + "/host-local": "apt-get install containernetworking-plugins",
+		cniBinDir + "/loopback":   "apt-get install containernetworking-plugins",
+		kubeBin + "/kubectl":      "run the suite with make e2e: it builds Kubernetes into KUBE_BIN",
+		registryBin:               "run the suite with make e2e: it installs the registry into REGISTRY_BIN",
+	}
+	require(t, prerequisites(needs, os.Geteuid() != 0, "the built-in cluster needs root (mounts, links, iptables)"))
+	if err := exec.Command("docker", "info").Run(); err != nil {
+		require(t, []string{"no Docker engine answers `docker info`: start one (.ci/dockerd)"})
+	}
+	w.kubectl = kubeBin + "/kubectl"
+	start := time.Now()
+	w.kubeconfig, w.registry = startCluster(ctx, t, kubeBin, registryBin)
+	w.timings = append(w.timings, fmt.Sprintf("%-45s %s", "start the cluster", since(start)))
+	return w
+}
+
+// prerequisites lists the commands and files in needs that are missing, with
+// how to get them, and the problem if bad is true.
+func prerequisites(needs map[string]string, bad bool, problem string) []string {
+	var missing []string
+	for cmd, how := range needs {
+		if _, err := exec.LookPath(cmd); err != nil {
+			missing = append(missing, fmt.Sprintf("%s missing: %s", cmd, how))
+		}
+	}
+	if bad {
+		missing = append(missing, problem)
+	}
+	return missing
+}
+
+func require(t *testing.T, missing []string) {
+	t.Helper()
+	if len(missing) == 0 {
+		return
+	}
+	why := "prerequisites missing:\n  " + strings.Join(missing, "\n  ")
+	if os.Getenv("CI") == "true" {
+		t.Fatal(why)
+	}
+	t.Skip("SKIPPED, not run: " + why + "\n(under CI=true this fails)")
+}
+
+// step runs one step of the walk, logs its time and stops the walk when it
+// failed.
+func (w *walk) step(name string, run func()) {
+	w.t.Helper()
+	start := time.Now()
+	w.t.Logf("step %d: %s", len(w.timings), name)
+	run()
+	w.timings = append(w.timings, fmt.Sprintf("%-45s %s", name, since(start)))
+	w.t.Logf("step %d: %s: done in %s", len(w.timings)-1, name, since(start))
+	if w.t.Failed() {
+		w.t.FailNow()
+	}
+}
+
+// make runs a target of the repository's Makefile on the walk's cluster,
+// registry and namespace.
+func (w *walk) make(args ...string) {
+	w.t.Helper()
+	cmd := exec.CommandContext(w.ctx, "make", append([]string{"-C", w.repo, "--no-print-directory",
+		"IMAGE=" + image, "REGISTRY=" + w.registry, "NAMESPACE=" + namespace,
+		"HOST=hello-e2e.localhost", "KUBECTL=" + w.kubectl}, args...)...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+w.kubeconfig)
+	out, err := cmd.CombinedOutput()
+	w.t.Logf("make %s:\n%s", strings.Join(args, " "), indent(out))
+	if err != nil {
+		w.t.Fatalf("make %s: %v", strings.Join(args, " "), err)
+	}
+}
+
+func (w *walk) kubectlOut(args ...string) (string, error) {
+	args = append([]string{"--kubeconfig", w.kubeconfig, "--namespace", namespace}, args...)
+	out, err := exec.CommandContext(w.ctx, w.kubectl, args...).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+func (w *walk) kubectlRun(args ...string) string {
+	w.t.Helper()
+	out, err := w.kubectlOut(args...)
+	if err != nil {
+		w.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// get returns a jsonpath of one object in the namespace.
+func (w *walk) get(kind, name, jsonpath string) string {
+	w.t.Helper()
+	return w.kubectlRun("get", kind, name, "-o", "jsonpath="+jsonpath)
+}
+
+// checkDeployment asserts what the Deployment must guarantee once applied.
+func (w *walk) checkDeployment(tag string) {
+	w.t.Helper()
+	var d struct {
+		Spec struct {
+			Template struct {
+				Spec struct {
+					TerminationGracePeriodSeconds int
+					Containers                    []struct {
+						Image string
+						Args  []string
+					}
+				}
+			}
+		}
+		Status struct{ ReadyReplicas, UpdatedReplicas int }
+	}
+	must(w.t, json.Unmarshal([]byte(w.kubectlRun("get", "deployment", "hello", "-o", "json")), &d))
+	pod := d.Spec.Template.Spec
+	if want := w.registry + "/" + image + ":" + tag; pod.Containers[0].Image != want {
+		w.t.Errorf("image = %s, want %s", pod.Containers[0].Image, want)
+	}
+	if d.Status.ReadyReplicas != 2 || d.Status.UpdatedReplicas != 2 {
+		w.t.Errorf("ready, updated replicas = %d, %d after the rollout, want 2, 2", d.Status.ReadyReplicas, d.Status.UpdatedReplicas)
+	}
+	// The kubelet must not kill a pod that is still draining.
+	var delay, timeout time.Duration
+	for _, arg := range pod.Containers[0].Args {
+		if v, ok := strings.CutPrefix(arg, "-shutdown-delay="); ok {
+			delay, _ = time.ParseDuration(v)
+		}
+		if v, ok := strings.CutPrefix(arg, "-shutdown-timeout="); ok {
+			timeout, _ = time.ParseDuration(v)
+		}
+	}
+	if delay == 0 || timeout == 0 || time.Duration(pod.TerminationGracePeriodSeconds)*time.Second < delay+timeout {
+		w.t.Errorf("terminationGracePeriodSeconds %d, -shutdown-delay %s, -shutdown-timeout %s: want a delay, and a grace period covering delay plus timeout",
+			pod.TerminationGracePeriodSeconds, delay, timeout)
+	}
+}
+
+// checkPodSecurity asserts that the namespace enforces the restricted
+// standard: it is labelled so, and the API server refuses a pod that does
+// not meet it.
+func (w *walk) checkPodSecurity() {
+	w.t.Helper()
+	if got := w.kubectlRun("get", "namespace", namespace, "-o", `jsonpath={.metadata.labels.pod-security\.kubernetes\.io/enforce}`); got != "restricted" {
+		w.t.Errorf("namespace %s enforces %q, want restricted", namespace, got)
+	}
+	out, err := w.kubectlOut("run", "not-restricted", "--image="+w.registry+"/"+image, "--restart=Never", "--dry-run=server")
+	if err == nil || !strings.Contains(out, "violates PodSecurity") {
+		w.t.Errorf("a pod with no securityContext: err %v, %q; want refused for violating PodSecurity", err, out)
+	}
+}
+
+// checkPortForward greets through kubectl port-forward to the Service.
+func (w *walk) checkPortForward() {
+	w.t.Helper()
+	ctx, cancel := context.WithTimeout(w.ctx, time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, w.kubectl, "--kubeconfig", w.kubeconfig, "--namespace", namespace,
+		"port-forward", "--address=127.0.0.1", "service/hello", ":80")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	must(w.t, err)
+	must(w.t, cmd.Start())
+	defer cmd.Wait()
+	defer cancel()
+	lines := bufio.NewScanner(stdout)
+	forwarding := regexp.MustCompile(`^Forwarding from (127\.0\.0\.1:\d+) ->`)
+	for lines.Scan() {
+		if m := forwarding.FindStringSubmatch(lines.Text()); m != nil {
+			go io.Copy(io.Discard, stdout)
+			if err := greet(http.DefaultClient, "http://"+m[1]+"/TutorialHero"); err != nil {
+				w.t.Errorf("through kubectl port-forward: %v", err)
+			}
+			return
+		}
+	}
+	cmd.Wait()
+	w.t.Errorf("kubectl port-forward printed no address: %s", stderr.String())
+}
+
+// podImages maps each pod of the app, once only the new ones are left, to
+// its image and image digest.
+func (w *walk) podImages() map[string][2]string {
+	w.t.Helper()
+	images := map[string][2]string{}
+	var pods struct {
+		Items []struct {
+			Metadata struct{ Name string }
+			Status   struct {
+				ContainerStatuses []struct{ Image, ImageID string }
+			}
+		}
+	}
+	must(w.t, json.Unmarshal([]byte(w.kubectlRun("get", "pods", "-l", "app.kubernetes.io/name=hello", "-o", "json")), &pods))
+	for _, p := range pods.Items {
+		for _, c := range p.Status.ContainerStatuses {
+			images[p.Metadata.Name] = [2]string{c.Image, c.ImageID}
+		}
+	}
+	return images
+}
+
+// underLoad sends a steady stream of requests to url while change runs and
+// until the replaced pods are gone, then asserts that none failed.
+func (w *walk) underLoad(url string, change func()) {
+	w.t.Helper()
+	ctx, stop := context.WithTimeout(w.ctx, loadMaxTime)
+	defer stop()
+	// A new connection for every request: Go's client silently retries a
+	// request that failed on a reused connection, which would hide failures.
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	var (
+		mu           sync.Mutex
+		sent, failed int
+		errs         []string
+		requests     sync.WaitGroup
+		done         = make(chan struct{})
+	)
+	start := time.Now()
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Second / loadRate)
+		defer tick.Stop()
+		for range loadMaxCount {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			requests.Add(1)
+			go func() {
+				defer requests.Done()
+				err := greet(client, url)
+				mu.Lock()
+				defer mu.Unlock()
+				sent++
+				if err != nil {
+					failed++
+					errs = append(errs, fmt.Sprintf("%s: %v", since(start), err))
+				}
+			}()
+		}
+	}()
+
+	change()
+	w.waitOldPodsGone()
+	cut := ctx.Err()
+	stop()
+	<-done
+	requests.Wait()
+	w.t.Logf("%d requests in %s at %d/s, %d failed", sent, since(start), loadRate, failed)
+	if failed > 0 {
+		w.t.Errorf("%d of %d requests failed:\n  %s", failed, sent, strings.Join(errs[:min(len(errs), 20)], "\n  "))
+	}
+	if cut != nil || sent < 2*loadRate {
+		w.t.Errorf("the stream covered the rollout only partly (%d requests, cut: %v)", sent, cut)
+	}
+}
+
+// waitOldPodsGone waits until exactly the two new pods are left: a rollout
+// is reported done while the old pods still drain.
+func (w *walk) waitOldPodsGone() {
+	w.t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(250 * time.Millisecond) {
+		names := strings.Fields(w.kubectlRun("get", "pods", "-l", "app.kubernetes.io/name=hello", "-o", "name"))
+		if len(names) == 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("pods after the rollout: %v, want 2", names)
+		}
+	}
+}
+
+// greet asks for the greeting and checks the answer.
+func greet(client *http.Client, url string) error {
+	resp, err := client.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK || string(body) != greeting {
+		return fmt.Errorf("GET %s = %d %q, want 200 %q", url, resp.StatusCode, body, greeting)
+	}
+	return nil
+}
+
+func indent(out []byte) string {
+	return "  " + strings.ReplaceAll(strings.TrimSpace(string(out)), "\n", "\n  ")
+}
