@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -60,10 +61,46 @@ var sysctls = []string{
 }
 
 // Host folders the cluster's components create outside stateDir when they
-// are missing. Docker's containerd shares /run/containerd/s, so the teardown
-// removes them only when empty, and a run must leave none that it found
-// missing.
-var hostDirs = []string{"/run/containerd/s", "/run/containerd", "/var/log/containers", "/var/lib/cni/results", "/var/lib/cni"}
+// are missing (innermost first). Docker's containerd shares /run/containerd/s,
+// so a run removes only those it found missing, and only when empty.
+var hostDirs = []string{
+	"/run/containerd/s", "/run/containerd", "/var/log/containers", "/var/lib/cni/results", "/var/lib/cni",
+	"/var/lib/kubelet/device-plugins", "/var/lib/kubelet",
+}
+
+// hostState is how the host was before the cluster: the sysctls it may
+// change and the hostDirs that were missing. It is saved in stateDir, so the
+// teardown after a killed run restores it too.
+type hostState struct {
+	Sysctls map[string]string
+	Missing []string
+}
+
+const hostStateFile = stateDir + "/host-state.json"
+
+// hostFiles lists what the cluster leaves in hostDirs when it is killed: the
+// kubelet's log links and device plugin socket, the CNI library's result
+// cache. Each names or links into stateDir, except the socket, which only a
+// kubelet that runs (and so is not another Kubernetes) would need.
+func hostFiles() []string {
+	var files []string
+	links, _ := filepath.Glob("/var/log/containers/*")
+	for _, link := range links {
+		if target, err := os.Readlink(link); err == nil && strings.HasPrefix(target, stateDir+"/") {
+			files = append(files, link)
+		}
+	}
+	results, _ := filepath.Glob("/var/lib/cni/results/*")
+	for _, result := range results {
+		if strings.Contains(readString(result), `"sandbox":"`+stateDir+"/") {
+			files = append(files, result)
+		}
+	}
+	if _, err := os.Stat("/var/lib/kubelet/device-plugins/kubelet.sock"); err == nil {
+		files = append(files, "/var/lib/kubelet/device-plugins/kubelet.sock")
+	}
+	return files
+}
 
 type cluster struct {
 	t        *testing.T
@@ -85,13 +122,15 @@ func startCluster(ctx context.Context, t *testing.T, kubeBin, registryBin string
 		t.Logf("removing what an earlier run left behind:\n  %s", strings.Join(left, "\n  "))
 		teardown(t.Logf, kubeBin)
 	}
-	before := readSysctls()
-	var missing []string
+	before := hostState{Sysctls: readSysctls()}
 	for _, dir := range hostDirs {
 		if _, err := os.Stat(dir); err != nil {
-			missing = append(missing, dir)
+			before.Missing = append(before.Missing, dir)
 		}
 	}
+	must(t, os.MkdirAll(stateDir, 0o755))
+	state, _ := json.Marshal(before)
+	must(t, os.WriteFile(hostStateFile, state, 0o644))
 	c := &cluster{t: t, bin: kubeBin}
 	t.Cleanup(func() {
 		start := time.Now()
@@ -99,14 +138,13 @@ func startCluster(ctx context.Context, t *testing.T, kubeBin, registryBin string
 			c.printLogs()
 		}
 		teardown(t.Logf, kubeBin)
-		restoreSysctls(t.Logf, before)
+		left := leftovers(kubeBin)
 		for _, name := range sysctls {
-			if was, now := before[name], readSysctl(name); was != now {
-				t.Errorf("teardown left sysctl %s = %q, was %q", name, now, was)
+			if was, now := before.Sysctls[name], readSysctl(name); was != now {
+				left = append(left, fmt.Sprintf("sysctl %s = %s, was %s", name, now, was))
 			}
 		}
-		left := leftovers(kubeBin)
-		for _, dir := range missing {
+		for _, dir := range before.Missing {
 			if _, err := os.Stat(dir); err == nil {
 				left = append(left, "folder "+dir)
 			}
@@ -471,14 +509,17 @@ func teardown(logf func(string, ...any), kubeBin string) {
 		}
 	}
 
-	links, _ := filepath.Glob("/var/log/containers/*")
-	for _, link := range links {
-		if target, err := os.Readlink(link); err == nil && strings.HasPrefix(target, stateDir+"/") {
-			os.Remove(link)
+	for _, file := range hostFiles() {
+		if err := os.Remove(file); err != nil {
+			logf("teardown: %v", err)
 		}
 	}
-	for _, dir := range hostDirs {
-		syscall.Rmdir(dir) // only when empty: another user's files stay
+	var before hostState
+	if data, err := os.ReadFile(hostStateFile); err == nil && json.Unmarshal(data, &before) == nil {
+		restoreSysctls(logf, before.Sysctls)
+		for _, dir := range before.Missing {
+			syscall.Rmdir(dir) // only when empty: files of others stay
+		}
 	}
 
 	// Never delete through a mount that is still there: it could lead
@@ -521,11 +562,8 @@ func leftovers(kubeBin string) []string {
 	if _, err := os.Stat(stateDir); err == nil {
 		left = append(left, "folder "+stateDir)
 	}
-	links, _ := filepath.Glob("/var/log/containers/*")
-	for _, link := range links {
-		if target, err := os.Readlink(link); err == nil && strings.HasPrefix(target, stateDir+"/") {
-			left = append(left, "symlink "+link)
-		}
+	for _, file := range hostFiles() {
+		left = append(left, "file "+file)
 	}
 	return left
 }

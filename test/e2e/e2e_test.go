@@ -177,6 +177,7 @@ func setup(t *testing.T) *walk {
 		require(t, []string{"no Docker engine answers `docker info`: start one (.ci/dockerd)"})
 	}
 	w.kubectl = kubeBin + "/kubectl"
+	t.Setenv("KUBECACHEDIR", stateDir+"/kubectl-cache") // not ~/.kube/cache
 	start := time.Now()
 	w.kubeconfig, w.registry = startCluster(ctx, t, kubeBin, registryBin)
 	w.timings = append(w.timings, fmt.Sprintf("%-45s %s", "start the cluster", since(start)))
