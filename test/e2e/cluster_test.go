@@ -548,7 +548,7 @@ func leftovers(kubeBin string) []string {
 		}
 	}
 	for _, family := range []string{"iptables", "ip6tables"} {
-		chains, _ := kubernetesChains(family)
+		chains := kubernetesChains(family)
 		for _, ch := range chains {
 			left = append(left, family+" chain "+ch)
 		}
@@ -574,7 +574,7 @@ func foreignKubernetes() string {
 	if _, err := os.Stat(stateDir); err == nil || linkExists(nodeBridge) {
 		return ""
 	}
-	if chains, _ := kubernetesChains("iptables"); len(chains) > 0 {
+	if chains := kubernetesChains("iptables"); len(chains) > 0 {
 		return "iptables chain " + chains[0]
 	}
 	if dirs := kubepodsCgroups(); len(dirs) > 0 {
@@ -716,20 +716,26 @@ func isKubernetesChain(name string) bool {
 
 // kubernetesChains lists the chains the kubelet, kube-proxy and the CNI
 // plugins create, as table/chain.
-func kubernetesChains(family string) ([]string, error) {
+func kubernetesChains(family string) []string {
 	var chains []string
 	for _, table := range tables {
-		out, err := exec.Command(family+"-save", "-t", table).Output()
-		if err != nil {
-			continue // the table does not exist: nothing in it
-		}
-		for _, line := range strings.Split(string(out), "\n") {
-			if name, ok := strings.CutPrefix(line, ":"); ok && isKubernetesChain(strings.Fields(name)[0]) {
-				chains = append(chains, table+"/"+strings.Fields(name)[0])
-			}
+		save, _ := exec.Command(family+"-save", "-t", table).Output() // no table, no chains
+		for _, ch := range chainsIn(string(save)) {
+			chains = append(chains, table+"/"+ch)
 		}
 	}
-	return chains, nil
+	return chains
+}
+
+// chainsIn lists the Kubernetes chains an iptables-save output declares.
+func chainsIn(save string) []string {
+	var chains []string
+	for _, line := range strings.Split(save, "\n") {
+		if name, ok := strings.CutPrefix(line, ":"); ok && isKubernetesChain(strings.Fields(name)[0]) {
+			chains = append(chains, strings.Fields(name)[0])
+		}
+	}
+	return chains
 }
 
 // removeChains deletes the rules that jump to a Kubernetes chain from every
@@ -737,20 +743,13 @@ func kubernetesChains(family string) ([]string, error) {
 // (so docker's rules stay as they are).
 func removeChains(family string) error {
 	for _, table := range tables {
-		out, err := exec.Command(family+"-save", "-t", table).Output()
-		if err != nil {
-			continue
-		}
-		var ours, script []string
-		for _, line := range strings.Split(string(out), "\n") {
-			if name, ok := strings.CutPrefix(line, ":"); ok && isKubernetesChain(strings.Fields(name)[0]) {
-				ours = append(ours, strings.Fields(name)[0])
-			}
-		}
+		save, _ := exec.Command(family+"-save", "-t", table).Output()
+		ours := chainsIn(string(save))
 		if len(ours) == 0 {
 			continue
 		}
-		for _, line := range strings.Split(string(out), "\n") {
+		var script []string
+		for _, line := range strings.Split(string(save), "\n") {
 			fields := strings.Fields(line)
 			jump := slices.Index(fields, "-j")
 			if len(fields) > 1 && fields[0] == "-A" && !isKubernetesChain(fields[1]) && jump > 0 && jump+1 < len(fields) && isKubernetesChain(fields[jump+1]) {

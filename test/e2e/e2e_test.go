@@ -55,9 +55,9 @@ func TestE2E(t *testing.T) {
 	stamp := time.Now().UTC().Format("20060102-150405")
 	tag1, tag2 := "e2e-"+stamp+"-a", "e2e-"+stamp+"-b"
 	t.Cleanup(func() {
-		for _, tag := range []string{tag1, tag2} {
-			exec.Command("docker", "rmi", image+":"+tag, w.registry+"/"+image+":"+tag).Run()
-		}
+		w.ctx = context.WithoutCancel(w.ctx) // clean up also after a Ctrl-C
+		w.make("docker-clean", "TAG="+tag1)
+		w.make("docker-clean", "TAG="+tag2)
 	})
 
 	w.step("build and push "+tag1, func() {
@@ -152,6 +152,7 @@ func setup(t *testing.T) *walk {
 		t.Logf("existing cluster: KUBECONFIG=%s, registry %s", kubeconfig, w.registry)
 		t.Cleanup(func() {
 			if t.Failed() {
+				w.ctx = context.WithoutCancel(w.ctx)
 				w.make("kubernetes-delete")
 			}
 		})
