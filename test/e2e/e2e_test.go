@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -47,6 +48,7 @@ type walk struct {
 	kubeconfig string
 	registry   string
 	repo       string // the repository root, where make runs
+	steps      int
 	timings    []string
 }
 
@@ -138,14 +140,21 @@ func setup(t *testing.T) *walk {
 	repo, err := filepath.Abs("../..")
 	must(t, err)
 	w := &walk{t: t, ctx: ctx, repo: repo}
-	t.Cleanup(func() { t.Logf("step timings:\n  %s", strings.Join(w.timings, "\n  ")) })
+	t.Cleanup(func() {
+		if len(w.timings) > 0 {
+			t.Logf("step timings:\n  %s", strings.Join(w.timings, "\n  "))
+		}
+	})
 
 	if kubeconfig := os.Getenv("KUBECONFIG"); kubeconfig != "" {
 		w.kubeconfig, w.registry = kubeconfig, os.Getenv("E2E_REGISTRY")
+		if w.registry == "" {
+			t.Fatal("KUBECONFIG names a cluster: set REGISTRY too, to a registry that cluster pulls from (make e2e KUBECONFIG=... REGISTRY=host:port)")
+		}
 		w.kubectl = cmp.Or(os.Getenv("E2E_KUBECTL"), "kubectl")
 		require(t, prerequisites(map[string]string{
 			w.kubectl: "install kubectl or set KUBECTL", "docker": "install docker.io (.ci/dockerd)", "make": "install make",
-		}, w.registry == "", "KUBECONFIG names a cluster: set REGISTRY too, to a registry that cluster pulls from"))
+		}))
 		if _, err := w.kubectlOut("get", "namespace", namespace); err == nil {
 			t.Fatalf("namespace %s exists in that cluster: the suite deploys there and deletes it; remove it first", namespace)
 		}
@@ -160,6 +169,9 @@ func setup(t *testing.T) *walk {
 	}
 
 	kubeBin, registryBin := os.Getenv("KUBE_BIN"), os.Getenv("REGISTRY_BIN")
+	if kubeBin == "" || registryBin == "" {
+		require(t, []string{"KUBE_BIN or REGISTRY_BIN unset: run the suite with make e2e, which builds Kubernetes and the registry and sets them"})
+	}
 	needs := map[string]string{
 		"etcd": "apt-get install etcd-server", "containerd": "apt-get install containerd",
 		"containerd-shim-runc-v2": "apt-get install containerd", "ctr": "apt-get install containerd",
@@ -170,10 +182,14 @@ func setup(t *testing.T) *walk {
 		cniBinDir + "/bridge":     "apt-get install containernetworking-plugins",
 		cniBinDir + "/host-local": "apt-get install containernetworking-plugins",
 		cniBinDir + "/loopback":   "apt-get install containernetworking-plugins",
-		kubeBin + "/kubectl":      "run the suite with make e2e: it builds Kubernetes into KUBE_BIN",
+		kubeBin + "/kubelet":      "run the suite with make e2e: it builds Kubernetes into KUBE_BIN",
 		registryBin:               "run the suite with make e2e: it installs the registry into REGISTRY_BIN",
 	}
-	require(t, prerequisites(needs, os.Geteuid() != 0, "the built-in cluster needs root (mounts, links, iptables)"))
+	missing := prerequisites(needs)
+	if os.Geteuid() != 0 {
+		missing = append(missing, "the built-in cluster needs root (mounts, links, iptables)")
+	}
+	require(t, missing)
 	if err := exec.Command("docker", "info").Run(); err != nil {
 		require(t, []string{"no Docker engine answers `docker info`: start one (.ci/dockerd)"})
 	}
@@ -181,22 +197,20 @@ func setup(t *testing.T) *walk {
 	t.Setenv("KUBECACHEDIR", stateDir+"/kubectl-cache") // not ~/.kube/cache
 	start := time.Now()
 	w.kubeconfig, w.registry = startCluster(ctx, t, kubeBin, registryBin)
-	w.timings = append(w.timings, fmt.Sprintf("%-45s %s", "start the cluster", since(start)))
+	w.timings = append(w.timings, fmt.Sprintf("0 %-50s %s", "start the cluster", since(start)))
 	return w
 }
 
 // prerequisites lists the commands and files in needs that are missing, with
-// how to get them, and the problem if bad is true.
-func prerequisites(needs map[string]string, bad bool, problem string) []string {
+// how to get them.
+func prerequisites(needs map[string]string) []string {
 	var missing []string
 	for cmd, how := range needs {
 		if _, err := exec.LookPath(cmd); err != nil {
 			missing = append(missing, fmt.Sprintf("%s missing: %s", cmd, how))
 		}
 	}
-	if bad {
-		missing = append(missing, problem)
-	}
+	slices.Sort(missing)
 	return missing
 }
 
@@ -217,10 +231,11 @@ func require(t *testing.T, missing []string) {
 func (w *walk) step(name string, run func()) {
 	w.t.Helper()
 	start := time.Now()
-	w.t.Logf("step %d: %s", len(w.timings), name)
+	w.steps++
+	w.t.Logf("step %d: %s", w.steps, name)
 	run()
-	w.timings = append(w.timings, fmt.Sprintf("%-45s %s", name, since(start)))
-	w.t.Logf("step %d: %s: done in %s", len(w.timings)-1, name, since(start))
+	w.timings = append(w.timings, fmt.Sprintf("%d %-50s %s", w.steps, name, since(start)))
+	w.t.Logf("step %d: %s: done in %s", w.steps, name, since(start))
 	if w.t.Failed() {
 		w.t.FailNow()
 	}
