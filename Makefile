@@ -222,7 +222,7 @@ kubectl-check:
 # REGISTRY must be a registry that cluster pulls from.
 e2e: $(REGISTRY_BIN) $(if $(KUBECONFIG),,$(KUBE_BIN)/kubelet) ## Build, push, deploy, serve, roll and delete on a real cluster (built here unless KUBECONFIG is set)
 	cd test/e2e && KUBE_BIN=$(KUBE_BIN) REGISTRY_BIN=$(REGISTRY_BIN) \
-		E2E_REGISTRY=$(if $(filter command environment,$(origin REGISTRY)),$(REGISTRY)) \
+		E2E_REGISTRY=$(if $(filter command environment,$(origin REGISTRY)),$(REGISTRY)) E2E_KUBECTL=$(KUBECTL) \
 		go test -count=1 -v -timeout 20m .
 
 # One go build for all commands: they share most packages. ~10 min cold on 2 cores.

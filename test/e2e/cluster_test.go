@@ -76,7 +76,10 @@ type hostState struct {
 	Missing []string
 }
 
-const hostStateFile = stateDir + "/host-state.json"
+const (
+	hostStateFile = stateDir + "/host-state.json"
+	lockFile      = stateDir + ".lock"
+)
 
 // hostFiles lists what the cluster leaves in hostDirs when it is killed: the
 // kubelet's log links and device plugin socket, the CNI library's result
@@ -115,6 +118,17 @@ type cluster struct {
 // removes every trace, also when the test fails, and fails the test when
 // something is left.
 func startCluster(ctx context.Context, t *testing.T, kubeBin, registryBin string) (kubeconfig, registry string) {
+	// Without the lock, a second run would take the first one's cluster for
+	// leftovers and remove it. The kernel drops the lock when a run dies.
+	lock, err := os.OpenFile(lockFile, os.O_CREATE|os.O_RDWR, 0o644)
+	must(t, err)
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatalf("another make e2e runs its cluster on this machine (%s is locked): wait for it", lockFile)
+	}
+	t.Cleanup(func() {
+		os.Remove(lockFile)
+		lock.Close()
+	})
 	if other := foreignKubernetes(); other != "" {
 		t.Fatalf("another Kubernetes runs on this machine (%s): point the suite at it with KUBECONFIG and REGISTRY instead", other)
 	}
@@ -136,6 +150,9 @@ func startCluster(ctx context.Context, t *testing.T, kubeBin, registryBin string
 		start := time.Now()
 		if t.Failed() {
 			c.printLogs()
+			c.mu.Lock()
+			t.Logf("components that stopped: %v", c.exited)
+			c.mu.Unlock()
 		}
 		teardown(t.Logf, kubeBin)
 		left := leftovers(kubeBin)
