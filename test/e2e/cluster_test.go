@@ -33,8 +33,9 @@ import (
 const (
 	stateDir    = "/tmp/hello-e2e" // everything the cluster writes, mounts included
 	nodeName    = "hello-e2e"
-	nodeBridge  = "hello-node0" // holds the node IP; it has no ports, so nothing sent there leaves the machine
-	podBridge   = "hello-cni0"  // the CNI bridge the pods hang on
+	nodeBridge  = "hello-node0"   // holds the node IP; it has no ports, so nothing sent there leaves the machine
+	podBridge   = "hello-cni0"    // the CNI bridge the pods hang on
+	ourRange    = "10.213.0.0/16" // holds every address below
 	nodeIP      = "10.213.255.1"
 	podCIDR     = "10.213.0.0/24"
 	serviceCIDR = "10.213.128.0/24"
@@ -520,6 +521,11 @@ func teardown(logf func(string, ...any), kubeBin string) {
 		}
 	}
 
+	// Otherwise the cluster's connections linger in conntrack for minutes.
+	for _, flag := range []string{"--src", "--dst"} {
+		exec.Command("conntrack", "-D", flag, ourRange).Run() // fails when there is none
+	}
+
 	for _, dir := range kubepodsCgroups() {
 		if err := syscall.Rmdir(dir); err != nil && !errors.Is(err, syscall.ENOENT) {
 			logf("teardown: rmdir %s: %v", dir, err)
@@ -572,6 +578,11 @@ func leftovers(kubeBin string) []string {
 	}
 	if out, err := exec.Command("nft", "list", "tables").Output(); err == nil && strings.Contains(string(out), "kube-proxy") {
 		left = append(left, "nftables table kube-proxy")
+	}
+	for _, flag := range []string{"--src", "--dst"} {
+		if out, _ := exec.Command("conntrack", "-L", flag, ourRange).Output(); len(out) > 0 {
+			left = append(left, "conntrack flows "+flag+" "+ourRange)
+		}
 	}
 	for _, dir := range kubepodsCgroups() {
 		left = append(left, "cgroup "+dir)

@@ -40,6 +40,9 @@ const (
 	loadMaxCount = loadRate * 180
 )
 
+// client gives up on a request after 2 s, which no answer here should take.
+var client = &http.Client{Timeout: 2 * time.Second}
+
 // walk is one run of the suite against one cluster.
 type walk struct {
 	t          *testing.T
@@ -75,7 +78,7 @@ func TestE2E(t *testing.T) {
 		url = "http://" + w.get("service", "hello", "{.spec.clusterIP}") + "/TutorialHero"
 		// kube-proxy learns of the new endpoints a moment after the rollout.
 		start := time.Now()
-		for err := greet(http.DefaultClient, url); err != nil; err = greet(http.DefaultClient, url) {
+		for err := greet(client, url); err != nil; err = greet(client, url) {
 			if time.Since(start) > 30*time.Second {
 				t.Fatalf("through the Service's ClusterIP: %v (the ClusterIP must be reachable from this machine: run the suite on a node)", err)
 			}
@@ -173,17 +176,24 @@ func setup(t *testing.T) *walk {
 		require(t, []string{"KUBE_BIN or REGISTRY_BIN unset: run the suite with make e2e, which builds Kubernetes and the registry and sets them"})
 	}
 	needs := map[string]string{
-		"etcd": "apt-get install etcd-server", "containerd": "apt-get install containerd",
-		"containerd-shim-runc-v2": "apt-get install containerd", "ctr": "apt-get install containerd",
-		"runc": "apt-get install runc", "ip": "apt-get install iproute2", "iptables": "apt-get install iptables",
-		"iptables-save": "apt-get install iptables", "iptables-restore": "apt-get install iptables",
-		"ip6tables-save": "apt-get install iptables", "ip6tables-restore": "apt-get install iptables",
-		"docker": "apt-get install docker.io; .ci/dockerd starts it", "make": "apt-get install make", "go": "install Go",
-		cniBinDir + "/bridge":     "apt-get install containernetworking-plugins",
-		cniBinDir + "/host-local": "apt-get install containernetworking-plugins",
-		cniBinDir + "/loopback":   "apt-get install containernetworking-plugins",
-		kubeBin + "/kubelet":      "run the suite with make e2e: it builds Kubernetes into KUBE_BIN",
-		registryBin:               "run the suite with make e2e: it installs the registry into REGISTRY_BIN",
+		kubeBin + "/kubelet": "run the suite with make e2e: it builds Kubernetes into KUBE_BIN",
+		registryBin:          "run the suite with make e2e: it installs the registry into REGISTRY_BIN",
+		"go":                 "install Go",
+	}
+	for pkg, cmds := range map[string][]string{ // Debian's packages
+		"etcd-server":                 {"etcd"},
+		"containerd":                  {"containerd", "containerd-shim-runc-v2", "ctr"},
+		"runc":                        {"runc"},
+		"containernetworking-plugins": {cniBinDir + "/bridge", cniBinDir + "/host-local", cniBinDir + "/loopback"},
+		"iptables":                    {"iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"},
+		"iproute2":                    {"ip"},
+		"conntrack":                   {"conntrack"},
+		"docker.io":                   {"docker"},
+		"make":                        {"make"},
+	} {
+		for _, cmd := range cmds {
+			needs[cmd] = "apt-get install " + pkg
+		}
 	}
 	missing := prerequisites(needs)
 	if os.Geteuid() != 0 {
@@ -344,21 +354,25 @@ func (w *walk) checkPortForward() {
 	stdout, err := cmd.StdoutPipe()
 	must(w.t, err)
 	must(w.t, cmd.Start())
-	defer cmd.Wait()
-	defer cancel()
 	lines := bufio.NewScanner(stdout)
 	forwarding := regexp.MustCompile(`^Forwarding from (127\.0\.0\.1:\d+) ->`)
-	for lines.Scan() {
+	var addr string
+	for addr == "" && lines.Scan() {
 		if m := forwarding.FindStringSubmatch(lines.Text()); m != nil {
-			go io.Copy(io.Discard, stdout)
-			if err := greet(http.DefaultClient, "http://"+m[1]+"/TutorialHero"); err != nil {
-				w.t.Errorf("through kubectl port-forward: %v", err)
-			}
-			return
+			addr = m[1]
 		}
 	}
+	if addr == "" {
+		cmd.Wait()
+		w.t.Errorf("kubectl port-forward printed no address: %s", stderr.String())
+		return
+	}
+	go io.Copy(io.Discard, stdout)
+	if err := greet(client, "http://"+addr+"/TutorialHero"); err != nil {
+		w.t.Errorf("through kubectl port-forward: %v", err)
+	}
+	cancel()
 	cmd.Wait()
-	w.t.Errorf("kubectl port-forward printed no address: %s", stderr.String())
 }
 
 // podImages maps each pod of the app, once only the new ones are left, to
@@ -391,7 +405,7 @@ func (w *walk) underLoad(url string, change func()) {
 	defer stop()
 	// A new connection for every request: Go's client silently retries a
 	// request that failed on a reused connection, which would hide failures.
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	noReuse := &http.Client{Timeout: client.Timeout, Transport: &http.Transport{DisableKeepAlives: true}}
 	var (
 		mu           sync.Mutex
 		sent, failed int
@@ -413,7 +427,7 @@ func (w *walk) underLoad(url string, change func()) {
 			requests.Add(1)
 			go func() {
 				defer requests.Done()
-				err := greet(client, url)
+				err := greet(noReuse, url)
 				mu.Lock()
 				defer mu.Unlock()
 				sent++
