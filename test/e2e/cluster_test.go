@@ -343,10 +343,10 @@ func (c *cluster) writeConfigs() {
 	files := map[string]string{
 		"admin.kubeconfig": `apiVersion: v1
 kind: Config
-clusters: [{name: hello-e2e, cluster: {server: "https://` + nodeIP + `:6443", certificate-authority: ` + pki + `ca.crt}}]
+clusters: [{name: ` + nodeName + `, cluster: {server: "https://` + nodeIP + `:6443", certificate-authority: ` + pki + `ca.crt}}]
 users: [{name: admin, user: {client-certificate: ` + pki + `admin.crt, client-key: ` + pki + `admin.key}}]
-contexts: [{name: hello-e2e, context: {cluster: hello-e2e, user: admin}}]
-current-context: hello-e2e
+contexts: [{name: ` + nodeName + `, context: {cluster: ` + nodeName + `, user: admin}}]
+current-context: ` + nodeName + `
 `,
 		// restrict_oom_score_adj: root here lacks CAP_SYS_RESOURCE. The
 		// runc root and the network namespaces live in stateDir, and the

@@ -49,6 +49,7 @@ type walk struct {
 	ctx        context.Context
 	kubectl    string
 	kubeconfig string
+	context    string // the kubectl context; "" for the kubeconfig's current one
 	registry   string
 	repo       string // the repository root, where make runs
 	steps      int
@@ -69,6 +70,9 @@ func TestE2E(t *testing.T) {
 		w.make("go-build", "docker-build", "docker-push", "TAG="+tag1, "VERSION="+tag1)
 	})
 	w.step("kubernetes-apply "+tag1, func() {
+		if out, err := w.makeOut("kubernetes-apply", "TAG=latest"); err == nil || !strings.Contains(out, "never latest") {
+			t.Errorf("make kubernetes-apply TAG=latest: %v, want refused with a reason", err)
+		}
 		w.make("kubernetes-apply", "TAG="+tag1)
 		w.checkDeployment(tag1)
 		w.checkPodSecurity()
@@ -150,7 +154,7 @@ func setup(t *testing.T) *walk {
 	})
 
 	if kubeconfig := os.Getenv("KUBECONFIG"); kubeconfig != "" {
-		w.kubeconfig, w.registry = kubeconfig, os.Getenv("E2E_REGISTRY")
+		w.kubeconfig, w.registry, w.context = kubeconfig, os.Getenv("E2E_REGISTRY"), os.Getenv("KUBE_CONTEXT")
 		if w.registry == "" {
 			t.Fatal("KUBECONFIG names a cluster: set REGISTRY too, to a registry that cluster pulls from (make e2e KUBECONFIG=... REGISTRY=host:port)")
 		}
@@ -207,6 +211,7 @@ func setup(t *testing.T) *walk {
 	t.Setenv("KUBECACHEDIR", stateDir+"/kubectl-cache") // not ~/.kube/cache
 	start := time.Now()
 	w.kubeconfig, w.registry = startCluster(ctx, t, kubeBin, registryBin)
+	w.context = nodeName // the kubeconfig's one context, named to exercise KUBE_CONTEXT
 	w.timings = append(w.timings, fmt.Sprintf("0 %-50s %s", "start the cluster", since(start)))
 	return w
 }
@@ -252,23 +257,39 @@ func (w *walk) step(name string, run func()) {
 }
 
 // make runs a target of the repository's Makefile on the walk's cluster,
-// registry and namespace.
+// registry and namespace, and fails the test if it fails.
 func (w *walk) make(args ...string) {
 	w.t.Helper()
-	cmd := exec.CommandContext(w.ctx, "make", append([]string{"-C", w.repo, "--no-print-directory",
-		"IMAGE=" + image, "REGISTRY=" + w.registry, "NAMESPACE=" + namespace,
-		"HOST=hello-e2e.localhost", "KUBECTL=" + w.kubectl}, args...)...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+w.kubeconfig)
-	out, err := cmd.CombinedOutput()
-	w.t.Logf("make %s:\n%s", strings.Join(args, " "), indent(out))
-	if err != nil {
+	if out, err := w.makeOut(args...); err != nil {
 		w.t.Fatalf("make %s: %v", strings.Join(args, " "), err)
+	} else {
+		w.t.Logf("make %s:\n%s", strings.Join(args, " "), indent(out))
 	}
 }
 
+func (w *walk) makeOut(args ...string) (string, error) {
+	cmd := exec.CommandContext(w.ctx, "make", append([]string{"-C", w.repo, "--no-print-directory",
+		"IMAGE=" + image, "REGISTRY=" + w.registry, "NAMESPACE=" + namespace, "HOST=hello-e2e.localhost",
+		"KUBECTL=" + w.kubectl, "KUBE_CONTEXT=" + w.context}, args...)...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+w.kubeconfig)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		w.t.Logf("make %s:\n%s", strings.Join(args, " "), indent(string(out)))
+	}
+	return string(out), err
+}
+
+// kubectlArgs puts the walk's cluster, context and namespace before args.
+func (w *walk) kubectlArgs(args ...string) []string {
+	flags := []string{"--kubeconfig", w.kubeconfig, "--namespace", namespace}
+	if w.context != "" {
+		flags = append(flags, "--context", w.context)
+	}
+	return append(flags, args...)
+}
+
 func (w *walk) kubectlOut(args ...string) (string, error) {
-	args = append([]string{"--kubeconfig", w.kubeconfig, "--namespace", namespace}, args...)
-	out, err := exec.CommandContext(w.ctx, w.kubectl, args...).CombinedOutput()
+	out, err := exec.CommandContext(w.ctx, w.kubectl, w.kubectlArgs(args...)...).CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }
 
@@ -347,8 +368,7 @@ func (w *walk) checkPortForward() {
 	w.t.Helper()
 	ctx, cancel := context.WithTimeout(w.ctx, time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, w.kubectl, "--kubeconfig", w.kubeconfig, "--namespace", namespace,
-		"port-forward", "--address=127.0.0.1", "service/hello", ":80")
+	cmd := exec.CommandContext(ctx, w.kubectl, w.kubectlArgs("port-forward", "--address=127.0.0.1", "service/hello", ":80")...)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -486,6 +506,6 @@ func greet(client *http.Client, url string) error {
 	return nil
 }
 
-func indent(out []byte) string {
-	return "  " + strings.ReplaceAll(strings.TrimSpace(string(out)), "\n", "\n  ")
+func indent(out string) string {
+	return "  " + strings.ReplaceAll(strings.TrimSpace(out), "\n", "\n  ")
 }
