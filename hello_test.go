@@ -649,6 +649,40 @@ func TestBinary(t *testing.T) {
 	})
 }
 
+// TestMakeGoRun runs the README's first command, on a free port instead of
+// 8080, and curls it as the walk does.
+func TestMakeGoRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("compiles and runs hello through make")
+	}
+	ln := listen(t)
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	ln.Close()
+	cmd := exec.Command("make", "-s", "go-run", "PORT="+port)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // go run's child gets the signal too
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	if want := "Welcome, user! Curl me (locally with Port " + port + ") with your name as path :-D\n"; line != want {
+		t.Fatalf("make go-run printed %q first, want %q", line, want)
+	}
+	go io.Copy(io.Discard, stdout)
+	if resp, body := get(t, "http://127.0.0.1:"+port+"/TutorialHero"); body != "Hello, TutorialHero!\n" {
+		t.Errorf("curl localhost:%s/TutorialHero = %d %q, want %q", port, resp.StatusCode, body, "Hello, TutorialHero!\n")
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGINT) // Ctrl-C
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Errorf("make go-run still runs 15 s after Ctrl-C")
+	}
+}
+
 // build runs make go-build with the output in bin.
 func build(t *testing.T, bin string, env ...string) {
 	t.Helper()
