@@ -231,7 +231,7 @@ func (g *greeter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// greet answers /{name}. Direct header map writes skip canonicalizing the keys.
+// greet answers /{name}.
 func (g *greeter) greet(w http.ResponseWriter, r *http.Request) {
 	name, ok := nameOf(r.URL)
 	if !ok {
@@ -245,10 +245,7 @@ func (g *greeter) greet(w http.ResponseWriter, r *http.Request) {
 	if name == "" {
 		name = "World"
 	}
-	h := w.Header()
-	h["Content-Type"] = textPlain
-	h["X-Content-Type-Options"] = nosniff
-	io.WriteString(w, "Hello, "+name+"!\n")
+	text(w, http.StatusOK, "Hello, "+name+"!\n")
 }
 
 // nameOf returns the decoded single path segment, and false when the path has
@@ -294,6 +291,8 @@ func invalid(name string) string {
 	return ""
 }
 
+// text writes a plain-text answer. Direct header map writes skip
+// canonicalizing the keys.
 func text(w http.ResponseWriter, code int, body string) {
 	h := w.Header()
 	h["Content-Type"] = textPlain
