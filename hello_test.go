@@ -214,21 +214,14 @@ type server struct {
 
 var bannerRE = regexp.MustCompile(`^Welcome, user! Curl me \(locally with Port (\d+)\) with your name as path :-D\n`)
 
-// start runs the server with args after "-addr 127.0.0.1:0" and returns once
-// the banner shows. It is stopped at the end of the test.
+// start runs the server with env and args and returns once the banner shows.
+// It is stopped at the end of the test.
 func start(t *testing.T, env map[string]string, args ...string) *server {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &server{out: &syncBuffer{}, stop: cancel, done: make(chan error, 1)}
 	go func() { s.done <- run(ctx, args, mapenv(env), s.out, io.Discard) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-s.done:
-		case <-time.After(15 * time.Second):
-			t.Errorf("run did not return 15 s after its context was canceled")
-		}
-	})
+	t.Cleanup(func() { s.wait(t) })
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if m := bannerRE.FindStringSubmatch(s.out.String()); m != nil {
@@ -246,13 +239,14 @@ func start(t *testing.T, env map[string]string, args ...string) *server {
 	return nil
 }
 
-// wait stops the server as SIGTERM would and returns run's error.
+// wait stops the server as SIGTERM would and returns run's error; it can be
+// called again, as the cleanup does.
 func (s *server) wait(t *testing.T) error {
 	t.Helper()
 	s.stop()
 	select {
 	case err := <-s.done:
-		s.done <- err // for the cleanup
+		s.done <- err // for the next wait
 		return err
 	case <-time.After(15 * time.Second):
 		t.Fatal("run did not return 15 s after its context was canceled")
@@ -550,16 +544,19 @@ func TestRunAccessLog(t *testing.T) {
 }
 
 func TestHealthcheck(t *testing.T) {
+	healthcheck := func(env map[string]string, args ...string) error {
+		return run(context.Background(), append([]string{"-healthcheck"}, args...), mapenv(env), io.Discard, io.Discard)
+	}
 	s := start(t, nil, "-addr", "127.0.0.1:0")
 	_, port, _ := net.SplitHostPort(s.addr)
-	if err := run(context.Background(), []string{"-healthcheck", "-addr", ":" + port}, mapenv(nil), io.Discard, io.Discard); err != nil {
+	if err := healthcheck(nil, "-addr", ":"+port); err != nil {
 		t.Errorf("-healthcheck against a live server = %v, want nil", err)
 	}
-	if err := run(context.Background(), []string{"-healthcheck"}, mapenv(map[string]string{"PORT": port}), io.Discard, io.Discard); err != nil {
+	if err := healthcheck(map[string]string{"PORT": port}); err != nil {
 		t.Errorf("-healthcheck with PORT=%s = %v, want nil", port, err)
 	}
 	s.wait(t)
-	if err := run(context.Background(), []string{"-healthcheck", "-addr", ":" + port}, mapenv(nil), io.Discard, io.Discard); err == nil {
+	if err := healthcheck(nil, "-addr", ":"+port); err == nil {
 		t.Errorf("-healthcheck against a stopped server = nil, want an error")
 	}
 
@@ -567,7 +564,7 @@ func TestHealthcheck(t *testing.T) {
 	ln := listen(t)
 	go http.Serve(ln, http.NotFoundHandler())
 	_, port, _ = net.SplitHostPort(ln.Addr().String())
-	if err := run(context.Background(), []string{"-healthcheck", "-addr", ":" + port}, mapenv(nil), io.Discard, io.Discard); err == nil {
+	if err := healthcheck(nil, "-addr", ":"+port); err == nil {
 		t.Errorf("-healthcheck against a 404 = nil, want an error")
 	}
 }
