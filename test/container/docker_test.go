@@ -136,12 +136,12 @@ func greet(t *testing.T, addr, name string) {
 	want := "Hello, " + name + "!\n"
 	var last string
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		code, body, err := get(url, "")
+		code, body, _, err := get(url, "")
 		if err != nil {
 			last = err.Error()
 			continue
 		}
-		if code != http.StatusOK || body != want {
+		if code != http.StatusOK || string(body) != want {
 			t.Fatalf("GET %s = %d %q, want 200 %q", url, code, body, want)
 		}
 		return
@@ -149,24 +149,25 @@ func greet(t *testing.T, addr, name string) {
 	t.Fatalf("GET %s: no answer within 10 s: %s", url, last)
 }
 
-// get fetches url with an optional Accept header and returns status and body.
-func get(url, accept string) (int, string, error) {
+// get fetches url with an optional Accept header, giving up after 5 s, and
+// returns the status, body and headers.
+func get(url, accept string) (int, []byte, http.Header, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return 0, "", err
+		return 0, nil, nil, err
 	}
 	if accept != "" {
 		req.Header.Set("Accept", accept)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0, "", err
+		return 0, nil, nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body), err
+	return resp.StatusCode, body, resp.Header, err
 }
 
 // freePort returns a loopback port that nothing listens on right now.

@@ -3,7 +3,6 @@ package container
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -135,27 +134,14 @@ func imageConfig(t *testing.T, base, digest string) (platform, config string) {
 	return image.OS + "/" + image.Architecture, manifest.Config.Digest
 }
 
-// fetch GETs url from the registry with an Accept header.
+// fetch is get for the registry's API: a failed request stops the test.
 func fetch(t *testing.T, url, accept string) (int, []byte, http.Header) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, url, nil)
+	code, body, header, err := get(url, accept)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if accept != "" {
-		req.Header.Set("Accept", accept)
-	}
-	client := http.Client{Timeout: 5 * time.Second}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp.StatusCode, body, resp.Header
+	return code, body, header
 }
 
 // repoDigests are the registry digests Docker records for a pushed or pulled
@@ -215,7 +201,7 @@ http:
 			t.Fatalf("registry exited: %v\n%s", registry.err, out)
 		default:
 		}
-		if code, _, err := get("http://"+addr+"/v2/", ""); err == nil && code == http.StatusOK {
+		if code, _, _, err := get("http://"+addr+"/v2/", ""); err == nil && code == http.StatusOK {
 			return addr
 		}
 	}
