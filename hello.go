@@ -20,6 +20,8 @@
 //	                   and Connection: close, so clients and load balancers move away
 //	-shutdown-timeout  then stop accepting and let in-flight requests finish this long
 //	-access-log        log one JSON line per request to stdout
+//	-max-conns         hold at most this many connections (0: no limit); at the
+//	                   cap the longest-idle one is closed to make room
 //	-healthcheck       do not serve: probe /healthz on 127.0.0.1 and exit 0 or 1
 //	-version           print the version and exit
 //
@@ -41,6 +43,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -83,6 +86,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	delay := fs.Duration("shutdown-delay", 0, "on SIGTERM, keep serving this long with /readyz at 503 and Connection: close")
 	timeout := fs.Duration("shutdown-timeout", 10*time.Second, "then let in-flight requests finish this long before cutting them off")
 	accessLog := fs.Bool("access-log", false, "log one JSON line per request")
+	maxConns := fs.Int("max-conns", 1024, "hold at most `n` connections, closing the longest-idle one to make room (0: no limit)")
 	healthcheck := fs.Bool("healthcheck", false, "probe http://127.0.0.1:<port>/healthz, exit 0 on 200 and 1 otherwise")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -93,6 +97,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	if *maxConns < 0 {
+		return usageError{fmt.Errorf("-max-conns %d: want 0 (no limit) or more", *maxConns)}
 	}
 	if !isSet(fs, "addr") && getenv("PORT") != "" {
 		*addr = ":" + getenv("PORT")
@@ -110,7 +117,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return probe(net.JoinHostPort("127.0.0.1", port))
 	}
 
-	ln, err := net.Listen("tcp", *addr)
+	var ln net.Listener
+	ln, err = net.Listen("tcp", *addr)
 	if err != nil {
 		return err
 	}
@@ -129,10 +137,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		MaxHeaderBytes:    8 << 10,              // larger headers get 431
 		ErrorLog:          log.New(logs, "", 0), // net/http's own complaints, as WARN lines
 	}
+	if *maxConns > 0 {
+		limited := limitConns(ln.(*net.TCPListener), *maxConns)
+		ln, srv.ConnState = limited, limited.track
+	}
 
 	_, realPort, _ := net.SplitHostPort(ln.Addr().String())
 	fmt.Fprintf(stdout, "Welcome, user! Curl me (locally with Port %s) with your name as path :-D\n", realPort)
-	logs.log("INFO", "listening", str("addr", ln.Addr().String()), str("version", version))
+	logs.log("INFO", "listening", str("addr", ln.Addr().String()), str("version", version),
+		num("max_conns", int64(*maxConns)),
+		num("gomemlimit", debug.SetMemoryLimit(-1)), // from $GOMEMLIMIT; math.MaxInt64 when unset
+		num("gomaxprocs", int64(runtime.GOMAXPROCS(0))))
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
@@ -299,6 +314,116 @@ func text(w http.ResponseWriter, code int, body string) {
 	h["X-Content-Type-Options"] = nosniff
 	w.WriteHeader(code)
 	io.WriteString(w, body)
+}
+
+// connLimit is a listener that holds at most max connections. At the cap it
+// closes the connection idle the longest (a keep-alive one between requests,
+// or one that has not sent a whole request yet) to make room, as nginx does;
+// when every connection is mid-request, the newest waits in Accept and the
+// rest in the kernel's accept queue. Without it, a client that opens a few
+// thousand connections holds ~21 KB of hello's memory with each (docs).
+//
+// A request costs two state changes; each is one atomic store on its own
+// connection. The mutex is taken only on accept, on close and at the cap.
+type connLimit struct {
+	*net.TCPListener
+	max     int
+	order   atomic.Uint64 // stamps connections as they go idle
+	waiting atomic.Bool   // Accept waits for a connection to go idle or close
+
+	mu     sync.Mutex
+	wake   *sync.Cond // with mu: a connection went idle or closed, or the listener closed
+	conns  map[*limitedConn]struct{}
+	closed bool
+}
+
+func limitConns(ln *net.TCPListener, max int) *connLimit {
+	l := &connLimit{TCPListener: ln, max: max, conns: make(map[*limitedConn]struct{}, max)}
+	l.wake = sync.NewCond(&l.mu)
+	return l
+}
+
+// limitedConn embeds *net.TCPConn so net/http still finds CloseWrite (its
+// graceful close after an error answer) and ReadFrom on it.
+type limitedConn struct {
+	*net.TCPConn
+	l      *connLimit
+	idle   atomic.Uint64 // when it went idle, in l.order; 0 while a request runs
+	closed atomic.Bool
+}
+
+func (l *connLimit) Accept() (net.Conn, error) {
+	tc, err := l.AcceptTCP()
+	if err != nil {
+		return nil, err
+	}
+	c := &limitedConn{TCPConn: tc, l: l}
+	c.idle.Store(l.order.Add(1)) // it has sent nothing yet
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for len(l.conns) >= l.max && !l.closed {
+		l.waiting.Store(true) // before looking: see track
+		if !l.evictLocked() {
+			l.wake.Wait()
+		}
+	}
+	l.waiting.Store(false)
+	if l.closed {
+		tc.Close()
+		return nil, net.ErrClosed
+	}
+	l.conns[c] = struct{}{}
+	return c, nil
+}
+
+// evictLocked closes the connection idle the longest, if any is idle.
+func (l *connLimit) evictLocked() bool {
+	var oldest *limitedConn
+	for c := range l.conns {
+		if t := c.idle.Load(); t != 0 && !c.closed.Load() && (oldest == nil || t < oldest.idle.Load()) {
+			oldest = c
+		}
+	}
+	if oldest == nil || !oldest.closed.CompareAndSwap(false, true) {
+		return false
+	}
+	delete(l.conns, oldest)
+	oldest.TCPConn.Close()
+	return true
+}
+
+func (l *connLimit) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	l.wake.Broadcast()
+	l.mu.Unlock()
+	return l.TCPListener.Close()
+}
+
+// track is the server's ConnState hook.
+func (l *connLimit) track(nc net.Conn, state http.ConnState) {
+	c := nc.(*limitedConn)
+	switch state {
+	case http.StateActive:
+		c.idle.Store(0)
+	case http.StateIdle:
+		c.idle.Store(l.order.Add(1))
+		if l.waiting.Load() { // after the store, so Accept either sees it or is woken
+			l.mu.Lock()
+			l.wake.Broadcast()
+			l.mu.Unlock()
+		}
+	}
+}
+
+func (c *limitedConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.wake.Broadcast()
+		c.l.mu.Unlock()
+	}
+	return c.TCPConn.Close()
 }
 
 // logRequests writes one JSON line per request: time, method, path, status,

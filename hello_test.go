@@ -370,6 +370,7 @@ func TestRunFlags(t *testing.T) {
 		{name: "bad port", args: []string{"-addr", ":99999"}, usage: true},
 		{name: "bad PORT", env: map[string]string{"PORT": "http"}, usage: true},
 		{name: "argument", args: []string{"Hero"}, usage: true},
+		{name: "negative max-conns", args: []string{"-max-conns", "-1"}, usage: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
@@ -390,7 +391,7 @@ func TestHelpDocumentsEveryFlag(t *testing.T) {
 	if err := run(context.Background(), []string{"-h"}, mapenv(nil), io.Discard, &stderr); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"-addr", "-shutdown-delay", "-shutdown-timeout", "-access-log", "-healthcheck", "-version", "PORT"} {
+	for _, f := range []string{"-addr", "-shutdown-delay", "-shutdown-timeout", "-access-log", "-healthcheck", "-max-conns", "-version", "PORT"} {
 		if !strings.Contains(stderr.String(), f) {
 			t.Errorf("hello -h does not mention %s:\n%s", f, stderr.String())
 		}
@@ -429,6 +430,153 @@ func listen(t *testing.T) net.Listener {
 	}
 	t.Cleanup(func() { ln.Close() })
 	return ln
+}
+
+// TestConnLimit: at the cap, the connection idle the longest makes room for a
+// new one; when every connection is mid-request, a new one waits until one
+// finishes.
+func TestConnLimit(t *testing.T) {
+	const max = 8
+	t.Run("longest idle closed", func(t *testing.T) {
+		s := limitedServer(t, max)
+		var conns []*clientConn
+		for i := range max {
+			c := s.dial(t)
+			c.get(t, fmt.Sprintf("/%d", i), time.Second)
+			<-s.idle // the server has it idle, in this order
+			conns = append(conns, c)
+		}
+		s.dial(t).get(t, "/ninth", time.Second)
+		if err := conns[0].closed(); err != nil {
+			t.Errorf("longest-idle connection: %v", err)
+		}
+		for i, c := range conns[1:] {
+			c.get(t, fmt.Sprintf("/again%d", i+1), time.Second) // still open
+		}
+	})
+	t.Run("all mid-request", func(t *testing.T) {
+		s := limitedServer(t, max)
+		var conns []*clientConn
+		for range max {
+			c := s.dial(t)
+			c.send(t, "/hold")
+			<-s.held
+			conns = append(conns, c)
+		}
+		ninth := s.dial(t)
+		ninth.send(t, "/ninth")
+		ninth.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if resp, err := http.ReadResponse(ninth.r, nil); err == nil {
+			t.Fatalf("a ninth connection while %d are mid-request was answered %d, want it to wait", max, resp.StatusCode)
+		}
+		s.release <- struct{}{} // one request finishes
+		ninth.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if resp, err := http.ReadResponse(ninth.r, nil); err != nil || resp.StatusCode != 200 {
+			t.Errorf("the ninth connection after one request finished: %v, want 200", err)
+		}
+		close(s.release)
+		for _, c := range conns[1:] {
+			if resp, err := http.ReadResponse(c.r, nil); err != nil || resp.StatusCode != 200 {
+				t.Errorf("a held request after release: %v, want 200", err)
+			}
+		}
+	})
+}
+
+// limitServer is an http.Server behind limitConns whose handler holds /hold
+// until released, and which reports each connection that goes idle.
+type limitServer struct {
+	addr          string
+	held, release chan struct{}
+	idle          chan struct{}
+}
+
+func limitedServer(t *testing.T, max int) *limitServer {
+	s := &limitServer{held: make(chan struct{}, max), release: make(chan struct{}), idle: make(chan struct{}, 4*max)}
+	l := limitConns(listen(t).(*net.TCPListener), max)
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/hold" {
+				s.held <- struct{}{}
+				<-s.release
+			}
+			io.WriteString(w, "ok\n")
+		}),
+		ConnState: func(c net.Conn, state http.ConnState) {
+			l.track(c, state)
+			if state == http.StateIdle {
+				select {
+				case s.idle <- struct{}{}:
+				default:
+				}
+			}
+		},
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	s.addr = l.Addr().String()
+	return s
+}
+
+// clientConn is a keep-alive client connection that sends raw requests.
+type clientConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (s *limitServer) dial(t *testing.T) *clientConn {
+	t.Helper()
+	c, err := net.Dial("tcp", s.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &clientConn{c, bufio.NewReader(c)}
+}
+
+func (c *clientConn) send(t *testing.T, path string) {
+	t.Helper()
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+}
+
+// get sends a request and wants a 200 within limit.
+func (c *clientConn) get(t *testing.T, path string, limit time.Duration) {
+	t.Helper()
+	c.send(t, path)
+	c.SetReadDeadline(time.Now().Add(limit))
+	resp, err := http.ReadResponse(c.r, nil)
+	if err != nil {
+		t.Fatalf("GET %s: %v, want 200 within %v", path, err, limit)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s = %d, want 200", path, resp.StatusCode)
+	}
+}
+
+// closed returns nil when the server has closed the connection.
+func (c *clientConn) closed() error {
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.r.ReadByte(); err != io.EOF {
+		return fmt.Errorf("read = %v, want EOF: the server kept it open", err)
+	}
+	return nil
+}
+
+// TestRunMaxConns: -max-conns reaches the server: with a cap of 1, a second
+// client is served and the first, idle, connection is closed.
+func TestRunMaxConns(t *testing.T) {
+	s := start(t, nil, "-addr", "127.0.0.1:0", "-max-conns", "1")
+	ls := &limitServer{addr: s.addr}
+	first := ls.dial(t)
+	first.get(t, "/first", 5*time.Second)
+	ls.dial(t).get(t, "/second", 5*time.Second)
+	if err := first.closed(); err != nil {
+		t.Errorf("the idle connection at -max-conns 1: %v", err)
+	}
 }
 
 // TestRunDrain: during -shutdown-delay the server still greets, says
