@@ -36,7 +36,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -122,7 +122,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return err
 	}
-	logs := &logger{w: stdout}
+	logs := slog.New(slog.NewJSONHandler(stdout, nil))
 	h := &greeter{}
 	var handler http.Handler = h
 	if *accessLog {
@@ -135,7 +135,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		WriteTimeout:      10 * time.Second,     // bounds a client that does not read its answer
 		IdleTimeout:       60 * time.Second,     // frees idle keep-alive connections
 		MaxHeaderBytes:    8 << 10,              // larger headers get 431
-		ErrorLog:          log.New(logs, "", 0), // net/http's own complaints, as WARN lines
+		ErrorLog:          slog.NewLogLogger(logs.Handler(), slog.LevelWarn), // net/http's own complaints
 	}
 	if *maxConns > 0 {
 		limited := limitConns(ln.(*net.TCPListener), *maxConns)
@@ -144,10 +144,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	_, realPort, _ := net.SplitHostPort(ln.Addr().String())
 	fmt.Fprintf(stdout, "Welcome, user! Curl me (locally with Port %s) with your name as path :-D\n", realPort)
-	logs.log("INFO", "listening", str("addr", ln.Addr().String()), str("version", version),
-		num("max_conns", int64(*maxConns)),
-		num("gomemlimit", debug.SetMemoryLimit(-1)), // from $GOMEMLIMIT; math.MaxInt64 when unset
-		num("gomaxprocs", int64(runtime.GOMAXPROCS(0))))
+	logs.Info("listening", "addr", ln.Addr().String(), "version", version, "max_conns", *maxConns,
+		"gomemlimit", debug.SetMemoryLimit(-1), // from $GOMEMLIMIT; math.MaxInt64 when unset
+		"gomaxprocs", runtime.GOMAXPROCS(0))
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 
@@ -156,7 +155,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	case <-ctx.Done():
 	}
-	logs.log("INFO", "shutdown begun", str("delay", delay.String()), str("timeout", timeout.String()))
+	logs.Info("shutdown begun", "delay", delay.String(), "timeout", timeout.String())
 	h.draining.Store(true)
 	time.Sleep(*delay)
 
@@ -166,7 +165,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		srv.Close()
 		return fmt.Errorf("shutdown timeout %s cut off in-flight requests: %w", timeout, err)
 	}
-	logs.log("INFO", "stopped")
+	logs.Info("stopped")
 	return nil
 }
 
@@ -428,18 +427,18 @@ func (c *limitedConn) Close() error {
 
 // logRequests writes one JSON line per request: time, method, path, status,
 // bytes, duration (ns) and remote address.
-func logRequests(logs *logger, next http.Handler) http.Handler {
+func logRequests(logs *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
-		logs.log("INFO", "request",
-			str("method", r.Method),
-			str("path", r.URL.Path),
-			num("status", int64(rec.status)),
-			num("bytes", int64(rec.bytes)),
-			num("duration", int64(time.Since(start))),
-			str("remote", r.RemoteAddr))
+		logs.LogAttrs(r.Context(), slog.LevelInfo, "request",
+			slog.String("method", r.Method),
+			slog.String("path", r.URL.Path),
+			slog.Int("status", rec.status),
+			slog.Int("bytes", rec.bytes),
+			slog.Duration("duration", time.Since(start)),
+			slog.String("remote", r.RemoteAddr))
 	})
 }
 
@@ -458,93 +457,4 @@ func (r *recorder) Write(p []byte) (int, error) {
 	n, err := r.ResponseWriter.Write(p)
 	r.bytes += n
 	return n, err
-}
-
-// logger writes JSON lines byte for byte as log/slog's JSONHandler does
-// ({"time":...,"level":"INFO","msg":...,...}; hello_test.go compares them).
-// It stands in for log/slog, which alone grows the binary 5% over a bare
-// net/http server (make bench).
-type logger struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-// attr is one key and its string or number value.
-type attr struct {
-	key, str string
-	num      int64
-	isNum    bool
-}
-
-func str(key, value string) attr   { return attr{key: key, str: value} }
-func num(key string, n int64) attr { return attr{key: key, num: n, isNum: true} }
-
-func (l *logger) log(level, msg string, attrs ...attr) {
-	b := make([]byte, 0, 256)
-	b = append(b, `{"time":"`...)
-	b = time.Now().AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `","level":"`...)
-	b = append(b, level...)
-	b = append(b, `","msg":`...)
-	b = appendJSON(b, msg)
-	for _, a := range attrs {
-		b = append(b, ',')
-		b = appendJSON(b, a.key)
-		b = append(b, ':')
-		if a.isNum {
-			b = strconv.AppendInt(b, a.num, 10)
-		} else {
-			b = appendJSON(b, a.str)
-		}
-	}
-	b = append(b, "}\n"...)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.w.Write(b)
-}
-
-// Write takes the lines of net/http's error log as WARN lines.
-func (l *logger) Write(p []byte) (int, error) {
-	l.log("WARN", strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
-
-// appendJSON appends s as a JSON string, escaped as log/slog escapes it:
-// quotes, backslashes and controls below U+0020, invalid UTF-8 as U+FFFD, and
-// U+2028/U+2029, which break JavaScript parsers.
-func appendJSON(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				b = append(b, '\\', c)
-			case c == '\n':
-				b = append(b, `\n`...)
-			case c == '\r':
-				b = append(b, `\r`...)
-			case c == '\t':
-				b = append(b, `\t`...)
-			case c < 0x20:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			default:
-				b = append(b, c)
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == utf8.RuneError && size == 1:
-			b = append(b, `\ufffd`...)
-		case r == '\u2028' || r == '\u2029':
-			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
-		default:
-			b = append(b, s[i:i+size]...)
-		}
-		i += size
-	}
-	return append(b, '"')
 }
