@@ -50,6 +50,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -281,26 +282,13 @@ func nameOf(u *url.URL) (string, bool) {
 // invalid says why a name must not be echoed, or returns "" for a good one.
 // The message never quotes the name.
 func invalid(name string) string {
-	if len(name) > maxName {
+	switch {
+	case len(name) > maxName:
 		return "longer than " + strconv.Itoa(maxName) + " bytes"
-	}
-	for i := 0; i < len(name); {
-		c := name[i]
-		if c < utf8.RuneSelf {
-			if c < 0x20 || c == 0x7f {
-				return "holds a control character"
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(name[i:])
-		if r == utf8.RuneError && size == 1 {
-			return "not valid UTF-8"
-		}
-		if r <= 0x9f { // C1 controls, U+0080-U+009F
-			return "holds a control character"
-		}
-		i += size
+	case !utf8.ValidString(name):
+		return "not valid UTF-8"
+	case strings.ContainsFunc(name, unicode.IsControl): // U+0000-U+001F, U+007F-U+009F
+		return "holds a control character"
 	}
 	return ""
 }
