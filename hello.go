@@ -9,9 +9,10 @@
 //	/readyz    ok while serving; 503 from the moment shutdown begins (readiness)
 //
 // The query string is ignored. A name that is not valid UTF-8, holds a control
-// character or is longer than 256 bytes is answered 400; more than one path
-// segment is 404; any other method is 405. The two names healthz and readyz are
-// reserved: nobody called that can be greeted.
+// character or a bidirectional override (U+202A-U+202E, U+2066-U+2069) or is
+// longer than 256 bytes is answered 400; more than one path segment is 404;
+// any other method is 405. The two names healthz and readyz are reserved:
+// nobody called that can be greeted.
 //
 // Flags:
 //
@@ -131,11 +132,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	srv := &http.Server{
 		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,      // cuts off clients that dribble their headers
-		ReadTimeout:       10 * time.Second,     // bounds a whole request, body included
-		WriteTimeout:      10 * time.Second,     // bounds a client that does not read its answer
-		IdleTimeout:       60 * time.Second,     // frees idle keep-alive connections
-		MaxHeaderBytes:    8 << 10,              // larger headers get 431
+		ReadHeaderTimeout: 5 * time.Second,                                   // cuts off clients that dribble their headers
+		ReadTimeout:       10 * time.Second,                                  // bounds a whole request, body included
+		WriteTimeout:      10 * time.Second,                                  // bounds a client that does not read its answer
+		IdleTimeout:       60 * time.Second,                                  // frees idle keep-alive connections
+		MaxHeaderBytes:    8 << 10,                                           // larger headers get 431
 		ErrorLog:          slog.NewLogLogger(logs.Handler(), slog.LevelWarn), // net/http's own complaints
 	}
 	if *maxConns > 0 {
@@ -289,8 +290,19 @@ func invalid(name string) string {
 		return "not valid UTF-8"
 	case strings.ContainsFunc(name, unicode.IsControl): // U+0000-U+001F, U+007F-U+009F
 		return "holds a control character"
+	case strings.ContainsFunc(name, isBidiOverride):
+		return "holds a bidirectional control"
 	}
 	return ""
+}
+
+// isBidiOverride is true for the embeddings, overrides and isolates of
+// CVE-2021-42574 ("Trojan Source"): in a terminal or a log they reorder what
+// the reader sees (/%E2%80%AEgnp.exe shows as "Hello, !exe.png").
+// unicode.Bidi_Control also holds the marks LRM, RLM and ALM, which reorder
+// nothing and which names in mixed scripts need.
+func isBidiOverride(r rune) bool {
+	return '\u202a' <= r && r <= '\u202e' || '\u2066' <= r && r <= '\u2069'
 }
 
 // text writes a plain-text answer. Direct header map writes skip

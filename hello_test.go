@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -63,6 +64,12 @@ var greetTests = []struct {
 	{"C1 control", "GET", "/a%C2%85", 400, "bad name: holds a control character"},
 	{"last C1 control", "GET", "/%C2%9F", 400, "bad name: holds a control character"},
 	{"after C1 is fine", "GET", "/%C2%A0", 200, "Hello, \u00a0!\n"},
+	{"bidi override", "GET", "/%E2%80%AEgnp.exe", 400, "bad name: holds a bidirectional control"},
+	{"first bidi embedding", "GET", "/a%E2%80%AA", 400, "bad name: holds a bidirectional control"},
+	{"bidi isolate", "GET", "/%E2%81%A6x", 400, "bad name: holds a bidirectional control"},
+	{"last bidi isolate", "GET", "/%E2%81%A9", 400, "bad name: holds a bidirectional control"},
+	{"right-to-left mark", "GET", "/%E2%80%8F", 200, "Hello, \u200f!\n"},
+	{"zero-width joiner", "GET", "/%F0%9F%91%A9%E2%80%8D%F0%9F%92%BB", 200, "Hello, \U0001f469\u200d\U0001f4bb!\n"},
 	{"invalid UTF-8", "GET", "/%FF", 400, "bad name: not valid UTF-8"},
 	{"overlong UTF-8", "GET", "/%C0%AF", 400, "bad name: not valid UTF-8"},
 	{"surrogate", "GET", "/%ED%A0%80", 400, "bad name: not valid UTF-8"},
@@ -127,8 +134,12 @@ func TestGreetHostileNamesEchoNothing(t *testing.T) {
 	}
 }
 
+// bidiControls are the codepoints of CVE-2021-42574 ("Trojan Source").
+const bidiControls = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
 // FuzzGreet checks invariants for any request target: the answer is 200, 400
-// or 404; a 200 greets exactly the decoded segment; no header carries input.
+// or 404; a 200 greets exactly the decoded segment, which holds no control
+// and no bidirectional control; no header carries input.
 func FuzzGreet(f *testing.F) {
 	for _, tc := range greetTests {
 		f.Add(tc.target)
@@ -162,7 +173,8 @@ func FuzzGreet(f *testing.F) {
 			if want == "" {
 				want = "World"
 			}
-			if !ok || err != nil || name != want || !utf8.ValidString(name) || len(name) > maxName {
+			if !ok || err != nil || name != want || !utf8.ValidString(name) || len(name) > maxName ||
+				strings.ContainsFunc(name, unicode.IsControl) || strings.ContainsAny(name, bidiControls) {
 				t.Errorf("GET %q = 200 %q, want %q", target, body, "Hello, "+want+"!\n")
 			}
 		case 400, 404:
