@@ -103,6 +103,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if *maxConns < 0 {
 		return usageError{fmt.Errorf("-max-conns %d: want 0 (no limit) or more", *maxConns)}
 	}
+	if *showVersion {
+		fmt.Fprintf(stdout, "hello %s (revision %s, %s)\n", version, revision, runtime.Version())
+		return nil
+	}
 	if !isSet(fs, "addr") && getenv("PORT") != "" {
 		*addr = ":" + getenv("PORT")
 	}
@@ -110,12 +114,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if err != nil {
 		return usageError{err}
 	}
-
-	switch {
-	case *showVersion:
-		fmt.Fprintf(stdout, "hello %s (revision %s, %s)\n", version, revision, runtime.Version())
-		return nil
-	case *healthcheck:
+	if *healthcheck {
 		return probe(net.JoinHostPort("127.0.0.1", port))
 	}
 

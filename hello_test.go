@@ -380,6 +380,8 @@ func TestRunFlags(t *testing.T) {
 	}{
 		{name: "version", args: []string{"-version"}, out: "hello dev (revision unknown, go1."},
 		{name: "help lists every flag", args: []string{"-h"}, out: "-access-log"},
+		{name: "version whatever PORT says", args: []string{"-version"}, env: map[string]string{"PORT": "http"}, out: "hello dev"},
+		{name: "help whatever addr says", args: []string{"-addr", "8080", "-h"}, out: "-access-log"},
 		{name: "unknown flag", args: []string{"-nope"}, usage: true, out: "flag provided but not defined: -nope"},
 		{name: "bad duration", args: []string{"-shutdown-delay", "soon"}, usage: true, out: "invalid value"},
 		{name: "bad addr", args: []string{"-addr", "8080"}, usage: true},
