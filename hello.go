@@ -65,9 +65,7 @@ var (
 const maxName = 256
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "hello:", err)
 		if errors.As(err, new(usageError)) {
 			os.Exit(2)
@@ -79,8 +77,9 @@ func main() {
 // usageError is a bad flag or environment value: exit code 2, like the flag package.
 type usageError struct{ error }
 
-// run is the whole program; main only wires it to the process.
-// It returns when ctx is canceled and the server has shut down.
+// run is the whole program; main only wires it to the process. SIGTERM,
+// SIGINT or the end of ctx begins the shutdown; a second signal ends it at
+// once. run returns when the server has stopped.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("hello", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -118,6 +117,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return probe(net.JoinHostPort("127.0.0.1", port))
 	}
 
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(signals)
 	var ln net.Listener
 	ln, err = net.Listen("tcp", *addr)
 	if err != nil {
@@ -155,15 +157,34 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case err := <-serveErr:
 		return err
 	case <-ctx.Done():
+	case <-signals:
 	}
 	logs.Info("shutdown begun", "delay", delay.String(), "timeout", timeout.String())
 	h.draining.Store(true)
-	time.Sleep(*delay)
 
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), *timeout)
+	// Docker and Kubernetes send one SIGTERM, then SIGKILL; a person at a
+	// terminal presses Ctrl-C twice, and means it.
+	hurry, hurried := context.WithCancel(context.Background())
+	defer hurried()
+	go func() {
+		select {
+		case <-signals:
+			logs.Warn("second signal: stopping at once")
+			hurried()
+		case <-hurry.Done():
+		}
+	}()
+	select {
+	case <-time.After(*delay):
+	case <-hurry.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(hurry, *timeout)
 	defer cancel()
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		srv.Close()
+		if hurry.Err() != nil {
+			return errors.New("stopped at once by a second signal")
+		}
 		return fmt.Errorf("shutdown timeout %s cut off in-flight requests: %w", timeout, err)
 	}
 	logs.Info("stopped")

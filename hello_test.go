@@ -647,6 +647,23 @@ func TestRunShutdownTimeout(t *testing.T) {
 	}
 }
 
+// halfRequest opens a connection that sends half a request, which keeps it
+// in flight, and returns once the server holds it: the accept queue is first
+// in, first out, so a connection dialed after it has been answered.
+func halfRequest(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := io.WriteString(conn, "GET /Slow HTTP/1.1\r\nHost: x\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	roundTrip(t, addr, "GET /Later HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+	return conn
+}
+
 // TestRunDribbledHeaders: a client that sends its headers slowly is cut off
 // at ReadHeaderTimeout (5 s), while others are served.
 func TestRunDribbledHeaders(t *testing.T) {
@@ -828,6 +845,59 @@ func TestBinary(t *testing.T) {
 			t.Errorf("hello after SIGTERM: %v, want exit 0", err)
 		}
 	})
+
+	// A second signal ends the delay or the drain at once, with exit status 1.
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"second signal during the delay", []string{"-shutdown-delay", "1m"}},
+		{"second signal during the drain", []string{"-shutdown-timeout", "1m"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(bin, append([]string{"-addr", "127.0.0.1:0"}, tc.args...)...)
+			stdout, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Process.Kill()
+			lines := bufio.NewScanner(stdout)
+			lines.Scan()
+			m := bannerRE.FindStringSubmatch(lines.Text() + "\n")
+			if m == nil {
+				t.Fatalf("first line %q, want the banner", lines.Text())
+			}
+			halfRequest(t, "127.0.0.1:"+m[1]) // keeps the drain waiting
+			logged := make(chan string, 100)
+			go func() {
+				for lines.Scan() {
+					logged <- lines.Text()
+				}
+				close(logged)
+			}()
+			cmd.Process.Signal(os.Interrupt)
+			for l := range logged {
+				if strings.Contains(l, `"msg":"shutdown begun"`) {
+					break
+				}
+			}
+			cmd.Process.Signal(os.Interrupt)
+			exited := make(chan error, 1)
+			go func() { exited <- cmd.Wait() }()
+			select {
+			case <-exited:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("hello %q still runs 20 s after a second Ctrl-C", tc.args)
+			}
+			var last string
+			for l := range logged {
+				last = l
+			}
+			if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(last, `"msg":"second signal: stopping at once"`) {
+				t.Errorf("hello %q after a second Ctrl-C: exit %d, last line %q; want 1 and a line saying so", tc.args, code, last)
+			}
+		})
+	}
 
 	t.Run("exit codes", func(t *testing.T) {
 		taken := listen(t)
