@@ -633,15 +633,8 @@ func TestRunDrain(t *testing.T) {
 // off, and run says so.
 func TestRunShutdownTimeout(t *testing.T) {
 	s := start(t, nil, "-addr", "127.0.0.1:0", "-shutdown-timeout", "200ms")
-	conn, err := net.Dial("tcp", s.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	// Half a request: the connection is active until its headers end.
-	io.WriteString(conn, "GET /Slow HTTP/1.1\r\nHost: x\r\n")
-	time.Sleep(100 * time.Millisecond)
-	err = s.wait(t)
+	halfRequest(t, s.addr)
+	err := s.wait(t)
 	if err == nil || !strings.Contains(err.Error(), "cut off") {
 		t.Errorf("run with a request open past -shutdown-timeout = %v, want a cut-off error", err)
 	}
