@@ -235,7 +235,7 @@ func start(t *testing.T, env map[string]string, args ...string) *server {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &server{out: &syncBuffer{}, stop: cancel, done: make(chan error, 1)}
 	go func() { s.done <- run(ctx, args, mapenv(env), s.out, io.Discard) }()
-	t.Cleanup(func() { s.wait(t) })
+	t.Cleanup(func() { _ = s.wait(t) }) // a test that cares checks run's error itself
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		if m := bannerRE.FindStringSubmatch(s.out.String()); m != nil {
@@ -301,7 +301,7 @@ func TestRunServes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			resp.Body.Close()
+			_ = resp.Body.Close() // HEAD: no body
 			if resp.StatusCode != tc.code || resp.ContentLength != int64(len(tc.body)) {
 				t.Errorf("HEAD %q = %d, Content-Length %d; want %d, %d",
 					tc.target, resp.StatusCode, resp.ContentLength, tc.code, len(tc.body))
@@ -359,7 +359,9 @@ func roundTrip(t *testing.T, addr, request string) *http.Response {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := conn.SetDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := io.WriteString(conn, request); err != nil {
 		t.Fatal(err)
 	}
@@ -446,7 +448,7 @@ func listen(t *testing.T) net.Listener {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { ln.Close() })
+	t.Cleanup(func() { _ = ln.Close() }) // may be closed already
 	return ln
 }
 
@@ -483,12 +485,12 @@ func TestConnLimit(t *testing.T) {
 		}
 		ninth := s.dial(t)
 		ninth.send(t, "/ninth")
-		ninth.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		ninth.deadline(t, 300*time.Millisecond)
 		if resp, err := http.ReadResponse(ninth.r, nil); err == nil {
 			t.Fatalf("a ninth connection while %d are mid-request was answered %d, want it to wait", max, resp.StatusCode)
 		}
 		s.release <- struct{}{} // one request finishes
-		ninth.SetReadDeadline(time.Now().Add(5 * time.Second))
+		ninth.deadline(t, 5*time.Second)
 		if resp, err := http.ReadResponse(ninth.r, nil); err != nil || resp.StatusCode != 200 {
 			t.Errorf("the ninth connection after one request finished: %v, want 200", err)
 		}
@@ -513,12 +515,13 @@ func limitedServer(t *testing.T, max int) *limitServer {
 	s := &limitServer{held: make(chan struct{}, max), release: make(chan struct{}), idle: make(chan struct{}, 4*max)}
 	l := limitConns(listen(t).(*net.TCPListener), max)
 	srv := &http.Server{
+		ReadHeaderTimeout: 5 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/hold" {
 				s.held <- struct{}{}
 				<-s.release
 			}
-			io.WriteString(w, "ok\n")
+			_, _ = io.WriteString(w, "ok\n") // the client checks what came
 		}),
 		ConnState: func(c net.Conn, state http.ConnState) {
 			l.track(c, state)
@@ -531,7 +534,7 @@ func limitedServer(t *testing.T, max int) *limitServer {
 		},
 	}
 	go srv.Serve(l)
-	t.Cleanup(func() { srv.Close() })
+	t.Cleanup(func() { _ = srv.Close() }) // ends the test's server, nothing to check
 	s.addr = l.Addr().String()
 	return s
 }
@@ -548,7 +551,7 @@ func (s *limitServer) dial(t *testing.T) *clientConn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
+	t.Cleanup(func() { _ = c.Close() }) // the server may have closed it
 	return &clientConn{c, bufio.NewReader(c)}
 }
 
@@ -563,21 +566,31 @@ func (c *clientConn) send(t *testing.T, path string) {
 func (c *clientConn) get(t *testing.T, path string, limit time.Duration) {
 	t.Helper()
 	c.send(t, path)
-	c.SetReadDeadline(time.Now().Add(limit))
+	c.deadline(t, limit)
 	resp, err := http.ReadResponse(c.r, nil)
 	if err != nil {
 		t.Fatalf("GET %s: %v, want 200 within %v", path, err, limit)
 	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		t.Fatalf("GET %s: reading the body: %v", path, err)
+	}
 	if resp.StatusCode != 200 {
 		t.Fatalf("GET %s = %d, want 200", path, resp.StatusCode)
 	}
 }
 
+func (c *clientConn) deadline(t *testing.T, d time.Duration) {
+	t.Helper()
+	if err := c.SetReadDeadline(time.Now().Add(d)); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // closed returns nil when the server has closed the connection.
 func (c *clientConn) closed() error {
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		return err
+	}
 	if _, err := c.r.ReadByte(); err != io.EOF {
 		return fmt.Errorf("read = %v, want EOF: the server kept it open", err)
 	}
@@ -649,7 +662,7 @@ func halfRequest(t *testing.T, addr string) net.Conn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
+	t.Cleanup(func() { _ = conn.Close() }) // the server may have closed it
 	if _, err := io.WriteString(conn, "GET /Slow HTTP/1.1\r\nHost: x\r\n"); err != nil {
 		t.Fatal(err)
 	}
@@ -667,7 +680,9 @@ func TestRunDribbledHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	io.WriteString(conn, "GET /Slow HTTP/1.1\r\n")
+	if _, err := io.WriteString(conn, "GET /Slow HTTP/1.1\r\n"); err != nil {
+		t.Fatal(err)
+	}
 	closed := make(chan error, 1)
 	go func() {
 		for i := 0; i < 20; i++ {
@@ -684,7 +699,9 @@ func TestRunDribbledHeaders(t *testing.T) {
 	}
 	// The server closes the connection at ReadHeaderTimeout (5 s), well before
 	// the 10 s of ReadTimeout that would also end it; 3 s of slack for a slow machine.
-	conn.SetReadDeadline(time.Now().Add(8 * time.Second))
+	if err := conn.SetReadDeadline(time.Now().Add(8 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	_, err = io.ReadAll(conn)
 	if ne, ok := err.(net.Error); ok && ne.Timeout() {
 		t.Errorf("a client dribbling headers for 8 s was not cut off")
@@ -707,7 +724,9 @@ func TestRunAccessLog(t *testing.T) {
 			t.Fatalf("GET %q = %d %q, want %d %q", w.target, resp.StatusCode, body, w.status, w.body)
 		}
 	}
-	s.wait(t)
+	if err := s.wait(t); err != nil {
+		t.Fatalf("run after SIGTERM = %v, want nil", err)
+	}
 	var reqs []map[string]any
 	for _, rec := range logRecords(t, s.out.String()) {
 		if rec["msg"] == "request" {
@@ -768,14 +787,16 @@ func TestHealthcheck(t *testing.T) {
 	if err := healthcheck(map[string]string{"PORT": port}); err != nil {
 		t.Errorf("-healthcheck with PORT=%s = %v, want nil", port, err)
 	}
-	s.wait(t)
+	if err := s.wait(t); err != nil {
+		t.Fatalf("run after SIGTERM = %v, want nil", err)
+	}
 	if err := healthcheck(nil, "-addr", ":"+port); err == nil {
 		t.Errorf("-healthcheck against a stopped server = nil, want an error")
 	}
 
 	// A listener that answers something other than 200 is unhealthy too.
 	ln := listen(t)
-	go http.Serve(ln, http.NotFoundHandler())
+	go func() { _ = (&http.Server{Handler: http.NotFoundHandler(), ReadHeaderTimeout: time.Second}).Serve(ln) }() // ends when the test closes ln
 	_, port, _ = net.SplitHostPort(ln.Addr().String())
 	if err := healthcheck(nil, "-addr", ":"+port); err == nil {
 		t.Errorf("-healthcheck against a 404 = nil, want an error")
@@ -810,8 +831,8 @@ func TestBinary(t *testing.T) {
 	t.Run("reproducible", func(t *testing.T) {
 		again := filepath.Join(dir, "hello-again")
 		build(t, again, "GOCACHE="+t.TempDir())
-		a, _ := os.ReadFile(bin)
-		b, _ := os.ReadFile(again)
+		a, _ := os.ReadFile(bin)   // #nosec G304 -- the test's own build, in t.TempDir
+		b, _ := os.ReadFile(again) // #nosec G304 -- likewise
 		if !bytes.Equal(a, b) {
 			t.Errorf("two builds of one commit differ: %d and %d bytes", len(a), len(b))
 		}
@@ -832,8 +853,10 @@ func TestBinary(t *testing.T) {
 		if _, body := get(t, "http://127.0.0.1:"+m[1]+"/Process"); body != "Hello, Process!\n" {
 			t.Errorf("GET /Process = %q", body)
 		}
-		go io.Copy(io.Discard, stdout)
-		cmd.Process.Signal(syscall.SIGTERM)
+		go func() { _, _ = io.Copy(io.Discard, stdout) }() // the process's other lines
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
 		if err := cmd.Wait(); err != nil {
 			t.Errorf("hello after SIGTERM: %v, want exit 0", err)
 		}
@@ -848,7 +871,7 @@ func TestBinary(t *testing.T) {
 		{"second signal during the drain", []string{"-shutdown-timeout", "1m"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command(bin, append([]string{"-addr", "127.0.0.1:0"}, tc.args...)...)
+			cmd := exec.Command(bin, append([]string{"-addr", "127.0.0.1:0"}, tc.args...)...) // #nosec G204 -- the binary this test built
 			stdout, _ := cmd.StdoutPipe()
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -868,13 +891,17 @@ func TestBinary(t *testing.T) {
 				}
 				close(logged)
 			}()
-			cmd.Process.Signal(os.Interrupt)
+			if err := cmd.Process.Signal(os.Interrupt); err != nil {
+				t.Fatal(err)
+			}
 			for l := range logged {
 				if strings.Contains(l, `"msg":"shutdown begun"`) {
 					break
 				}
 			}
-			cmd.Process.Signal(os.Interrupt)
+			if err := cmd.Process.Signal(os.Interrupt); err != nil {
+				t.Fatal(err)
+			}
 			exited := make(chan error, 1)
 			go func() { exited <- cmd.Wait() }()
 			select {
@@ -903,7 +930,7 @@ func TestBinary(t *testing.T) {
 			{[]string{"-addr", taken.Addr().String()}, 1},
 			{[]string{"-healthcheck", "-addr", taken.Addr().String()}, 1},
 		} {
-			cmd := exec.Command(bin, tc.args...)
+			cmd := exec.Command(bin, tc.args...) // #nosec G204 -- the binary this test built
 			out, _ := cmd.CombinedOutput()
 			if got := cmd.ProcessState.ExitCode(); got != tc.code {
 				t.Errorf("hello %q exited %d, want %d; output %q", tc.args, got, tc.code, out)
@@ -920,9 +947,11 @@ func TestMakeGoRun(t *testing.T) {
 	}
 	ln := listen(t)
 	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	ln.Close()
-	cmd := exec.Command("make", "-s", "go-run", "PORT="+port)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // go run's child gets the signal too
+	if err := ln.Close(); err != nil { // free the port for make go-run
+		t.Fatal(err)
+	}
+	cmd := exec.Command("make", "-s", "go-run", "PORT="+port) // #nosec G204 -- the README's command, on a port of ours
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}     // go run's child gets the signal too
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -936,7 +965,9 @@ func TestMakeGoRun(t *testing.T) {
 	if resp, body := get(t, "http://127.0.0.1:"+port+"/TutorialHero"); body != "Hello, TutorialHero!\n" {
 		t.Errorf("curl localhost:%s/TutorialHero = %d %q, want %q", port, resp.StatusCode, body, "Hello, TutorialHero!\n")
 	}
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGINT) // Ctrl-C
+	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil { // Ctrl-C
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
@@ -949,7 +980,7 @@ func TestMakeGoRun(t *testing.T) {
 // build runs make go-build with the output in bin.
 func build(t *testing.T, bin string, env ...string) {
 	t.Helper()
-	cmd := exec.Command("make", "-s", "go-build", "BIN="+bin)
+	cmd := exec.Command("make", "-s", "go-build", "BIN="+bin) // #nosec G204 -- make go-build into a folder of the test's
 	cmd.Env = append(os.Environ(), env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make go-build: %v\n%s", err, out)
