@@ -18,17 +18,22 @@ import (
 	"time"
 )
 
-// budget is the most hello may cost relative to floor in the budgeted figures.
-const budget = 1.05
+// The most hello may cost relative to floor. log/slog alone grows the binary
+// about 5% (290 KB), which the size budget allows; the access log's own cost
+// is reported, not budgeted.
+const (
+	instructionBudget = 1.03
+	sizeBudget        = 1.08
+)
 
 // row is one figure of the table: a value per server (hello, hello
 // -access-log, floor) and the two ratios to floor.
 type row struct {
-	figure   string
-	format   func(float64) string
-	v        [3]float64
-	ratio    [2]float64 // set by wrk rows (median of per-round ratios); else v[i]/v[2]
-	budgeted bool
+	figure string
+	format func(float64) string
+	v      [3]float64
+	ratio  [2]float64 // set by wrk rows (median of per-round ratios); else v[i]/v[2]
+	budget float64    // the most hello/floor may be; 0 for none
 }
 
 func runBench(args []string) error {
@@ -93,7 +98,7 @@ func runBench(args []string) error {
 		startup.v[i] = median(times[i])
 	}
 
-	binary := row{figure: "binary size", format: mebibytes, budgeted: true}
+	binary := row{figure: "binary size", format: mebibytes, budget: sizeBudget}
 	for i, s := range servers {
 		fi, err := os.Stat(s.bin)
 		if err != nil {
@@ -103,7 +108,7 @@ func runBench(args []string) error {
 	}
 
 	fmt.Fprintln(os.Stderr, "bench: images...")
-	image := row{figure: "image size (FROM scratch)", format: mebibytes, budgeted: true}
+	image := row{figure: "image size (FROM scratch)", format: mebibytes, budget: sizeBudget}
 	if image.v[0], image.v[2], err = imageSizes(*helloBin, *floorBin, tmp); err != nil {
 		return err
 	}
@@ -128,14 +133,14 @@ func runBench(args []string) error {
 
 	var over []string
 	for _, r := range rows {
-		if r.budgeted && r.ratio[0] > budget {
-			over = append(over, fmt.Sprintf("%s: hello/floor = %.3f > %.2f", r.figure, r.ratio[0], budget))
+		if r.budget != 0 && r.ratio[0] > r.budget {
+			over = append(over, fmt.Sprintf("%s: hello/floor = %.3f > %.2f", r.figure, r.ratio[0], r.budget))
 		}
 	}
 	if len(over) > 0 {
 		return fmt.Errorf("over budget:\n  %s", strings.Join(over, "\n  "))
 	}
-	fmt.Printf("\nBudgets met: hello/floor <= %.2f for instructions per greeting, binary and image size.\n", budget)
+	fmt.Printf("\nBudgets met: hello/floor <= %.2f for instructions per greeting, <= %.2f for binary and image size.\n", instructionBudget, sizeBudget)
 	return nil
 }
 
@@ -186,7 +191,7 @@ func rawGet(addr, path string) (string, error) {
 // and ab to another. A busy machine can still only add instructions, so of
 // reps runs, interleaved across servers, the least counts.
 func instructionsPerGreeting(servers [3]server, n1, n2, reps int, serverCPU, clientCPU string, dir string) (row, error) {
-	r := row{figure: "CPU instructions per greeting (callgrind)", format: count0, budgeted: true}
+	r := row{figure: "CPU instructions per greeting (callgrind)", format: count0, budget: instructionBudget}
 	var least [3][2]float64
 	for range reps {
 		for i, s := range servers {
@@ -469,8 +474,8 @@ func printTable(w io.Writer, rows []row, method string) {
 	fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range rows {
 		mark := ""
-		if r.budgeted {
-			mark = fmt.Sprintf(" (budget %.2f)", budget)
+		if r.budget != 0 {
+			mark = fmt.Sprintf(" (budget %.2f)", r.budget)
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s | %s%s | %s |\n", r.figure, value(r.format, r.v[0]), value(r.format, r.v[1]), value(r.format, r.v[2]), value(ratio, r.ratio[0]), mark, value(ratio, r.ratio[1]))
 	}
