@@ -76,7 +76,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs := flag.NewFlagSet("hello", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", ":8080", "listen `address`; when not given and $PORT is set, :$PORT")
-	delay := fs.Duration("shutdown-delay", 0, "on SIGTERM, keep serving this long with /readyz at 503 and Connection: close")
+	delay := fs.Duration("shutdown-delay", 0, "on SIGTERM or SIGINT, keep serving this long with /readyz at 503 and Connection: close")
 	timeout := fs.Duration("shutdown-timeout", 10*time.Second, "then let in-flight requests finish this long before cutting them off")
 	accessLog := fs.Bool("access-log", false, "log one JSON line per request")
 	maxConns := fs.Int("max-conns", 1024, "hold at most `n` connections, closing the longest-idle one to make room (0: no limit)")
@@ -173,8 +173,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	shutdownCtx, cancel := context.WithTimeout(hurry, *timeout)
 	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		_ = srv.Close() // cuts off what is left; its error would only repeat err
+	err = srv.Shutdown(shutdownCtx)
+	if hurry.Err() != nil || err != nil {
+		_ = srv.Close() // cuts off what is left; its error would only repeat ours
 		if hurry.Err() != nil {
 			return errors.New("stopped at once by a second signal")
 		}
