@@ -75,6 +75,7 @@ func TestE2E(t *testing.T) {
 		}
 		w.make("kubernetes-apply", "TAG="+tag1)
 		w.checkDeployment(tag1)
+		w.checkMemoryLimit()
 		w.checkPodSecurity()
 	})
 	var url string
