@@ -91,9 +91,10 @@ docker-build: go-build ## Build the image $(IMAGE):$(TAG) for linux/$(GOARCH) fr
 		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
 		--build-arg SOURCE=$(SOURCE) -t $(IMAGE):$(TAG) .
 
+# hello listens on $PORT inside too, so its banner names the port to curl.
 docker-run: docker-build ## Run the image on 127.0.0.1:$(PORT), locked down as in production; Ctrl-C stops it
 	docker run --rm --read-only --cap-drop ALL --security-opt no-new-privileges \
-		-p 127.0.0.1:$(PORT):8080 $(IMAGE):$(TAG)
+		-e PORT=$(PORT) -p 127.0.0.1:$(PORT):$(PORT) $(IMAGE):$(TAG)
 
 docker-push: $(if $(ARCHS),,docker-build) ## Push $(REGISTRY)/$(IMAGE):$(TAG); with PLATFORMS, one multi-arch index
 ifeq ($(ARCHS),)
