@@ -81,7 +81,7 @@ IMAGE_REFS = $(foreach t,$(TAG) $(ARCHS:%=$(TAG)-%),$(IMAGE):$(t) $(REGISTRY)/$(
 # loopback registries speak plain HTTP; say so for those registries only.
 MANIFEST_INSECURE := $(if $(filter localhost:% 127.%,$(REGISTRY)),--insecure)
 
-.PHONY: docker-build docker-run docker-push docker-clean container-test
+.PHONY: docker-build docker-run docker-push docker-clean container-test registry-check
 
 # The Dockerfile copies ./hello, whatever BIN says.
 docker-build: override BIN := hello
@@ -96,7 +96,7 @@ docker-run: docker-build ## Run the image on 127.0.0.1:$(PORT), locked down as i
 	docker run --rm --read-only --cap-drop ALL --security-opt no-new-privileges \
 		-e PORT=$(PORT) -p 127.0.0.1:$(PORT):$(PORT) $(IMAGE):$(TAG)
 
-docker-push: $(if $(ARCHS),,docker-build) ## Push $(REGISTRY)/$(IMAGE):$(TAG); with PLATFORMS, one multi-arch index
+docker-push: registry-check $(if $(ARCHS),,docker-build) ## Push $(REGISTRY)/$(IMAGE):$(TAG); with PLATFORMS, one multi-arch index
 ifeq ($(ARCHS),)
 	docker tag $(IMAGE):$(TAG) $(REGISTRY)/$(IMAGE):$(TAG)
 	docker push $(REGISTRY)/$(IMAGE):$(TAG)
@@ -109,6 +109,17 @@ else
 		$(ARCHS:%=$(REGISTRY)/$(IMAGE):$(TAG)-%)
 	docker manifest push $(MANIFEST_INSECURE) --purge $(REGISTRY)/$(IMAGE):$(TAG)
 endif
+
+# Before building, ask the registry's /v2/ for an answer within 5 s: without
+# one, docker push fails only after the build, with a bare dial error. curl's
+# exit codes 6, 7 and 28 are no such host, no connection and no answer in
+# time; anything else (a 401, a TLS error) is a server docker push will talk
+# to or explain. Without curl, docker push speaks for itself.
+REGISTRY_URL = $(if $(MANIFEST_INSECURE),http,https)://$(firstword $(subst /, ,$(REGISTRY)))/v2/
+registry-check:
+	@command -v curl >/dev/null || exit 0; \
+	curl -s -o /dev/null --max-time 5 $(REGISTRY_URL); case $$? in 6|7|28) \
+		echo "No registry answers at $(REGISTRY_URL) within 5 s: start it, or push elsewhere with REGISTRY=host:port"; exit 1;; esac
 
 clean: docker-clean
 docker-clean: ## Remove the images docker-build and docker-push made for $(TAG) (and PLATFORMS)
