@@ -213,9 +213,9 @@ export OVERLAY
 # kustomize only accepts a relative path to k8s/, hence a folder inside the repo.
 WITH_OVERLAY = mkdir -p .cache && dir=$$(mktemp -d .cache/overlay.XXXXXX) && trap 'rm -rf "$$dir"' EXIT && echo "$$OVERLAY" >"$$dir/kustomization.yaml" &&
 
-.PHONY: kubernetes-apply kubernetes-delete e2e kubectl-check
+.PHONY: kubernetes-apply kubernetes-delete e2e kubectl-check cluster-check
 
-kubernetes-apply: kubectl-check ## Deploy $(REGISTRY)/$(IMAGE):$(TAG) to $(NAMESPACE) and wait for the rollout
+kubernetes-apply: cluster-check ## Deploy $(REGISTRY)/$(IMAGE):$(TAG) to $(NAMESPACE) and wait for the rollout
 	@case "$(TAG)" in latest|"") echo "TAG='$(TAG)': deploy a version (make kubernetes-apply TAG=v1.2.3), never latest"; exit 1;; esac
 	@$(WITH_OVERLAY) $(KUBECTL_CTX) apply -k "$$dir"
 	$(KUBECTL_CTX) -n $(NAMESPACE) rollout status deployment/hello --timeout=3m
@@ -224,11 +224,24 @@ kubernetes-apply: kubectl-check ## Deploy $(REGISTRY)/$(IMAGE):$(TAG) to $(NAMES
 	@echo "  from this machine:    $(KUBECTL_CTX) -n $(NAMESPACE) port-forward service/hello $(PORT):80"
 	@echo "                        curl http://127.0.0.1:$(PORT)/you"
 
-kubernetes-delete: kubectl-check ## Delete everything kubernetes-apply created, the namespace too; fine when nothing is there
+kubernetes-delete: cluster-check ## Delete everything kubernetes-apply created, the namespace too; fine when nothing is there
 	@$(WITH_OVERLAY) $(KUBECTL_CTX) delete -k "$$dir" --ignore-not-found --wait
 
 kubectl-check:
 	@command -v $(KUBECTL) >/dev/null || { echo "$(KUBECTL) not found: install kubectl or set KUBECTL=/path/to/kubectl"; exit 1; }
+
+# Without a kubeconfig kubectl talks to localhost:8080, which may be hello
+# itself (make go-run). Ask for the server's version, which only a Kubernetes
+# API server gives, within 5 s; else say which cluster kubectl tried.
+cluster-check: kubectl-check
+	@$(KUBECTL_CTX) version --request-timeout=5s </dev/null >/dev/null 2>&1 && exit 0; \
+	kubeconfig=$${KUBECONFIG:-$$HOME/.kube/config}; \
+	ctx=$(or $(KUBE_CONTEXT),$$($(KUBECTL) config current-context 2>/dev/null)); \
+	server=$$($(KUBECTL_CTX) config view --minify -o jsonpath='{.clusters[0].cluster.server}' 2>/dev/null); \
+	if [ -z "$$ctx" ]; then where="no context in $$kubeconfig, so kubectl's default localhost:8080"; \
+	elif [ -z "$$server" ]; then where="context $$ctx, which $$kubeconfig does not have"; \
+	else where="context $$ctx at $$server, from $$kubeconfig"; fi; \
+	echo "No Kubernetes cluster answers kubectl ($$where): name yours with KUBE_CONTEXT=<context> or KUBECONFIG=<file>, and try it with kubectl version"; exit 1
 
 # The e2e suite builds its own cluster unless KUBECONFIG names one; then
 # REGISTRY must be a registry that cluster pulls from.
