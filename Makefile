@@ -81,7 +81,7 @@ IMAGE_REFS = $(foreach t,$(TAG) $(ARCHS:%=$(TAG)-%),$(IMAGE):$(t) $(REGISTRY)/$(
 # loopback registries speak plain HTTP; say so for those registries only.
 MANIFEST_INSECURE := $(if $(filter localhost:% 127.%,$(REGISTRY)),--insecure)
 
-.PHONY: docker-build docker-run docker-push docker-clean container-test
+.PHONY: docker-build docker-run docker-push docker-clean container-test registry-check
 
 # The Dockerfile copies ./hello, whatever BIN says.
 docker-build: override BIN := hello
@@ -91,11 +91,12 @@ docker-build: go-build ## Build the image $(IMAGE):$(TAG) for linux/$(GOARCH) fr
 		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
 		--build-arg SOURCE=$(SOURCE) -t $(IMAGE):$(TAG) .
 
+# hello listens on $PORT inside too, so its banner names the port to curl.
 docker-run: docker-build ## Run the image on 127.0.0.1:$(PORT), locked down as in production; Ctrl-C stops it
 	docker run --rm --read-only --cap-drop ALL --security-opt no-new-privileges \
-		-p 127.0.0.1:$(PORT):8080 $(IMAGE):$(TAG)
+		-e PORT=$(PORT) -p 127.0.0.1:$(PORT):$(PORT) $(IMAGE):$(TAG)
 
-docker-push: $(if $(ARCHS),,docker-build) ## Push $(REGISTRY)/$(IMAGE):$(TAG); with PLATFORMS, one multi-arch index
+docker-push: registry-check $(if $(ARCHS),,docker-build) ## Push $(REGISTRY)/$(IMAGE):$(TAG); with PLATFORMS, one multi-arch index
 ifeq ($(ARCHS),)
 	docker tag $(IMAGE):$(TAG) $(REGISTRY)/$(IMAGE):$(TAG)
 	docker push $(REGISTRY)/$(IMAGE):$(TAG)
@@ -108,6 +109,17 @@ else
 		$(ARCHS:%=$(REGISTRY)/$(IMAGE):$(TAG)-%)
 	docker manifest push $(MANIFEST_INSECURE) --purge $(REGISTRY)/$(IMAGE):$(TAG)
 endif
+
+# Before building, ask the registry's /v2/ for an answer within 5 s: without
+# one, docker push fails only after the build, with a bare dial error. curl's
+# exit codes 6, 7 and 28 are no such host, no connection and no answer in
+# time; anything else (a 401, a TLS error) is a server docker push will talk
+# to or explain. Without curl, docker push speaks for itself.
+REGISTRY_URL = $(if $(MANIFEST_INSECURE),http,https)://$(firstword $(subst /, ,$(REGISTRY)))/v2/
+registry-check:
+	@command -v curl >/dev/null || exit 0; \
+	curl -s -o /dev/null --max-time 5 $(REGISTRY_URL); case $$? in 6|7|28) \
+		echo "No registry answers at $(REGISTRY_URL) within 5 s: start it, or push elsewhere with REGISTRY=host:port"; exit 1;; esac
 
 clean: docker-clean
 docker-clean: ## Remove the images docker-build and docker-push made for $(TAG) (and PLATFORMS)
@@ -201,9 +213,9 @@ export OVERLAY
 # kustomize only accepts a relative path to k8s/, hence a folder inside the repo.
 WITH_OVERLAY = mkdir -p .cache && dir=$$(mktemp -d .cache/overlay.XXXXXX) && trap 'rm -rf "$$dir"' EXIT && echo "$$OVERLAY" >"$$dir/kustomization.yaml" &&
 
-.PHONY: kubernetes-apply kubernetes-delete e2e kubectl-check
+.PHONY: kubernetes-apply kubernetes-delete e2e kubectl-check cluster-check
 
-kubernetes-apply: kubectl-check ## Deploy $(REGISTRY)/$(IMAGE):$(TAG) to $(NAMESPACE) and wait for the rollout
+kubernetes-apply: cluster-check ## Deploy $(REGISTRY)/$(IMAGE):$(TAG) to $(NAMESPACE) and wait for the rollout
 	@case "$(TAG)" in latest|"") echo "TAG='$(TAG)': deploy a version (make kubernetes-apply TAG=v1.2.3), never latest"; exit 1;; esac
 	@$(WITH_OVERLAY) $(KUBECTL_CTX) apply -k "$$dir"
 	$(KUBECTL_CTX) -n $(NAMESPACE) rollout status deployment/hello --timeout=3m
@@ -212,11 +224,24 @@ kubernetes-apply: kubectl-check ## Deploy $(REGISTRY)/$(IMAGE):$(TAG) to $(NAMES
 	@echo "  from this machine:    $(KUBECTL_CTX) -n $(NAMESPACE) port-forward service/hello $(PORT):80"
 	@echo "                        curl http://127.0.0.1:$(PORT)/you"
 
-kubernetes-delete: kubectl-check ## Delete everything kubernetes-apply created, the namespace too; fine when nothing is there
+kubernetes-delete: cluster-check ## Delete everything kubernetes-apply created, the namespace too; fine when nothing is there
 	@$(WITH_OVERLAY) $(KUBECTL_CTX) delete -k "$$dir" --ignore-not-found --wait
 
 kubectl-check:
 	@command -v $(KUBECTL) >/dev/null || { echo "$(KUBECTL) not found: install kubectl or set KUBECTL=/path/to/kubectl"; exit 1; }
+
+# Without a kubeconfig kubectl talks to localhost:8080, which may be hello
+# itself (make go-run). Ask for the server's version, which only a Kubernetes
+# API server gives, within 5 s; else say which cluster kubectl tried.
+cluster-check: kubectl-check
+	@$(KUBECTL_CTX) version --request-timeout=5s </dev/null >/dev/null 2>&1 && exit 0; \
+	kubeconfig=$${KUBECONFIG:-$$HOME/.kube/config}; \
+	ctx=$(or $(KUBE_CONTEXT),$$($(KUBECTL) config current-context 2>/dev/null)); \
+	server=$$($(KUBECTL_CTX) config view --minify -o jsonpath='{.clusters[0].cluster.server}' 2>/dev/null); \
+	if [ -z "$$ctx" ]; then where="no context in $$kubeconfig, so kubectl's default localhost:8080"; \
+	elif [ -z "$$server" ]; then where="context $$ctx, which $$kubeconfig does not have"; \
+	else where="context $$ctx at $$server, from $$kubeconfig"; fi; \
+	echo "No Kubernetes cluster answers kubectl ($$where): name yours with KUBE_CONTEXT=<context> or KUBECONFIG=<file>, and try it with kubectl version"; exit 1
 
 # The e2e suite builds its own cluster unless KUBECONFIG names one; then
 # REGISTRY must be a registry that cluster pulls from.

@@ -83,11 +83,17 @@ func (img image) ref() string { return img.name + ":" + img.tag }
 // make runs a target of the Makefile with this image's knobs and extra ones.
 func (img image) make(t *testing.T, target string, knobs ...string) {
 	t.Helper()
-	args := append([]string{"-s", target, "IMAGE=" + img.name, "TAG=" + img.tag,
-		"VERSION=" + img.version, "SOURCE=" + testSource}, knobs...)
 	start := time.Now()
-	run(t, "make", args...)
+	if out, err := img.tryMake(target, knobs...); err != nil {
+		t.Fatalf("make %s: %v\n%s", strings.Join(append([]string{target}, knobs...), " "), err, out)
+	}
 	t.Logf("make %s: %.1fs", strings.Join(append([]string{target}, knobs...), " "), time.Since(start).Seconds())
+}
+
+// tryMake is make for a target that may fail; see tryRun.
+func (img image) tryMake(target string, knobs ...string) (string, error) {
+	return tryRun("make", append([]string{"-s", target, "IMAGE=" + img.name, "TAG=" + img.tag,
+		"VERSION=" + img.version, "SOURCE=" + testSource}, knobs...)...)
 }
 
 // testSource is the address the suite passes as SOURCE, to find in the label.

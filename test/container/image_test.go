@@ -2,6 +2,7 @@ package container
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"cmp"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -123,7 +125,8 @@ func TestImage(t *testing.T) {
 	})
 }
 
-// TestDockerRun runs `make docker-run`, greets it, and stops it as Ctrl-C does.
+// TestDockerRun runs `make docker-run` on a port of its own, checks that the
+// banner names that port, greets it there, and stops it as Ctrl-C does.
 func TestDockerRun(t *testing.T) {
 	needEngine(t)
 	img := newImage(t)
@@ -132,8 +135,11 @@ func TestDockerRun(t *testing.T) {
 	cmd := exec.Command("make", "-s", "docker-run", "IMAGE="+img.name, "TAG="+img.tag,
 		"VERSION="+img.version, "SOURCE="+testSource, "PORT="+port)
 	cmd.Dir = root
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = w, w
 	t.Cleanup(func() {
 		// --rm has no turn when make is killed.
 		ids, _ := tryRun("docker", "ps", "-aq", "--filter", "ancestor="+img.ref())
@@ -142,6 +148,41 @@ func TestDockerRun(t *testing.T) {
 		}
 	})
 	makeRun := start(t, cmd)
+	if err := w.Close(); err != nil { // make has its own copy
+		t.Fatal(err)
+	}
+
+	// Read make's output line by line; hand over hello's banner when it comes.
+	var mu sync.Mutex
+	var said strings.Builder
+	output := func() string { mu.Lock(); defer mu.Unlock(); return said.String() }
+	banner, ended := make(chan string, 1), make(chan struct{})
+	go func() {
+		defer close(ended)
+		defer r.Close()
+		for s := bufio.NewScanner(r); s.Scan(); {
+			mu.Lock()
+			said.WriteString(s.Text() + "\n")
+			mu.Unlock()
+			if strings.HasPrefix(s.Text(), "Welcome") {
+				select {
+				case banner <- s.Text():
+				default:
+				}
+			}
+		}
+	}()
+	want := "Welcome, user! Curl me (locally with Port " + port + ") with your name as path :-D"
+	select {
+	case line := <-banner:
+		if line != want {
+			t.Errorf("make docker-run PORT=%s printed %q, want %q", port, line, want)
+		}
+	case <-ended:
+		t.Fatalf("make docker-run PORT=%s ended before hello's banner; it said:\n%s", port, output())
+	case <-time.After(time.Minute):
+		t.Fatalf("make docker-run PORT=%s printed no banner within a minute; it said:\n%s", port, output())
+	}
 
 	greet(t, "127.0.0.1:"+port, "Make")
 	makeRun.stop(t, syscall.SIGINT)
@@ -151,7 +192,7 @@ func TestDockerRun(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("containers %s still exist 5 s after Ctrl-C, want them removed (--rm); make said:\n%s", left, out.String())
+			t.Fatalf("containers %s still exist 5 s after Ctrl-C, want them removed (--rm); make said:\n%s", left, output())
 		}
 	}
 }

@@ -44,6 +44,19 @@ func TestPush(t *testing.T) {
 	greet(t, hostAddr(t, name, "8080"), "Registry")
 }
 
+// TestPushNoRegistry pushes to a registry that does not answer, as a newcomer
+// does before starting one: make stops before building anything, with a line
+// that names the registry and the REGISTRY knob.
+func TestPushNoRegistry(t *testing.T) {
+	registry := "127.0.0.1:" + freePort(t) // nothing listens there
+	img := newImage(t, registry)
+	out, err := img.tryMake("docker-push", "REGISTRY="+registry)
+	if line := firstLine(out); err == nil || !strings.Contains(line, registry) || !strings.Contains(line, "REGISTRY=") {
+		t.Fatalf("make docker-push REGISTRY=%s (closed port): err %v, first line %q; want a failure whose first line names %s and the REGISTRY knob. Output:\n%s",
+			registry, err, line, registry, out)
+	}
+}
+
 // TestPushMultiArch pushes with PLATFORMS for amd64 and arm64 and checks, in
 // the registry itself, that the tag is one index naming both, each pointing at
 // an image of its architecture; then pulls the arm64 one as a Pi would.
