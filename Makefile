@@ -83,13 +83,14 @@ MANIFEST_INSECURE := $(if $(filter localhost:% 127.%,$(REGISTRY)),--insecure)
 
 .PHONY: docker-build docker-run docker-push docker-clean container-test
 
-# The Dockerfile copies ./hello, whatever BIN says.
-docker-build: override BIN := hello
-docker-build: go-build ## Build the image $(IMAGE):$(TAG) for linux/$(GOARCH) from ./hello
+# The build context is BIN's folder and the Dockerfile copies the file named
+# hello from it: BIN=/tmp/x/hello builds from /tmp/x, leaving ./hello alone.
+docker-build: go-build ## Build the image $(IMAGE):$(TAG) for linux/$(GOARCH) from $(BIN)
+	@test "$(notdir $(BIN))" = hello || { echo "BIN=$(BIN): the Dockerfile copies a file named hello; set BIN=FOLDER/hello"; exit 1; }
 	@docker info >/dev/null 2>&1 || { echo "No Docker engine answers: start one with .ci/dockerd"; exit 1; }
 	docker build --platform linux/$(GOARCH) \
 		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
-		--build-arg SOURCE=$(SOURCE) -t $(IMAGE):$(TAG) .
+		--build-arg SOURCE=$(SOURCE) -t $(IMAGE):$(TAG) -f Dockerfile $(dir $(BIN))
 
 docker-run: docker-build ## Run the image on 127.0.0.1:$(PORT), locked down as in production; Ctrl-C stops it
 	docker run --rm --read-only --cap-drop ALL --security-opt no-new-privileges \
