@@ -33,13 +33,13 @@ func TestArm64(t *testing.T) {
 	}
 
 	// img.bin is the binary onlyBinary found equal to the image's.
-	out, err := exec.Command(qemu, img.bin, "-version").CombinedOutput()
+	out, err := exec.Command(qemu, img.bin, "-version").CombinedOutput() // #nosec G204 -- the binary the test built
 	if err != nil || !strings.Contains(string(out), img.version) {
 		t.Fatalf("qemu-aarch64-static hello -version = %q, %v; want it to name %s", out, err, img.version)
 	}
 
 	addr := "127.0.0.1:" + freePort(t)
-	server := start(t, exec.Command(qemu, img.bin, "-addr", addr))
+	server := start(t, exec.Command(qemu, img.bin, "-addr", addr)) // #nosec G204 -- the binary the test built
 	greet(t, addr, "Pi")
 	if err := server.stop(t, syscall.SIGTERM); err != nil {
 		t.Errorf("hello under qemu after SIGTERM: %v, want exit 0", err)

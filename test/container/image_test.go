@@ -35,7 +35,7 @@ func TestImage(t *testing.T) {
 		// folder. An image that copies the whole context shows what
 		// .dockerignore lets in: ./hello, if a build left one, and nothing else.
 		probe := newImage(t)
-		cmd := exec.Command("docker", "build", "-q", "-t", probe.ref(), "-f", "-", ".")
+		cmd := exec.Command("docker", "build", "-q", "-t", probe.ref(), "-f", "-", ".") // #nosec G204 -- the suite's own image name
 		cmd.Dir = root
 		cmd.Stdin = strings.NewReader("FROM scratch\nCOPY . /context/\n")
 		if out, err := cmd.CombinedOutput(); err != nil {
@@ -133,7 +133,7 @@ func TestDockerRun(t *testing.T) {
 	img := newImage(t)
 	img.make(t, "docker-build") // so that docker-run's own build is quick
 	port := freePort(t)
-	cmd := exec.Command("make", img.makeArgs("docker-run", "PORT="+port)...)
+	cmd := exec.Command("make", img.makeArgs("docker-run", "PORT="+port)...) // #nosec G204 -- the target under test
 	cmd.Dir = root
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -141,13 +141,15 @@ func TestDockerRun(t *testing.T) {
 		// --rm has no turn when make is killed.
 		ids, _ := tryRun("docker", "ps", "-aq", "--filter", "ancestor="+img.ref())
 		for _, id := range strings.Fields(ids) {
-			tryRun("docker", "rm", "-f", id)
+			if out, err := tryRun("docker", "rm", "-f", id); err != nil {
+				t.Errorf("cleanup: docker rm -f %s: %v\n%s", id, err, out)
+			}
 		}
 	})
 	makeRun := start(t, cmd)
 
 	greet(t, "127.0.0.1:"+port, "Make")
-	makeRun.stop(t, syscall.SIGINT)
+	_ = makeRun.stop(t, syscall.SIGINT) // make exits non-zero on Ctrl-C; what counts is that no container is left
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		left := run(t, "docker", "ps", "-aq", "--filter", "ancestor="+img.ref())
 		if left == "" {
@@ -274,7 +276,7 @@ func layerFiles(t *testing.T, ref string) []file {
 // member returns the content of one file in a tar archive.
 func member(t *testing.T, archive, name string) []byte {
 	t.Helper()
-	f, err := os.Open(archive)
+	f, err := os.Open(archive) // #nosec G304 -- the archive docker save wrote into the test's folder
 	if err != nil {
 		t.Fatal(err)
 	}
