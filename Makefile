@@ -11,13 +11,14 @@ GOARCH   ?= amd64
 PORT     ?= 8080
 # Where go-build writes the binary.
 BIN      ?= hello
-# Where pinned tools (staticcheck, the test registry, Kubernetes) are installed.
+# Where pinned tools (staticcheck, gosec, the test registry, Kubernetes) are installed.
 TOOLS    ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hello
 STATICCHECK_VERSION ?= v0.8.2
+GOSEC_VERSION ?= v2.30.0
 # CNCF Distribution, the registry the container and cluster suites push to.
 REGISTRY_VERSION ?= v3.0.0
 
-KNOBS := IMAGE VERSION TAG REGISTRY GOARCH PORT BIN TOOLS STATICCHECK_VERSION REGISTRY_VERSION
+KNOBS := IMAGE VERSION TAG REGISTRY GOARCH PORT BIN TOOLS STATICCHECK_VERSION GOSEC_VERSION REGISTRY_VERSION
 
 REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 # -trimpath and a version from git (not from the build's VCS stamp) make two
@@ -25,6 +26,7 @@ REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 GOBUILD := CGO_ENABLED=0 go build -trimpath -buildvcs=false \
 	-ldflags '-s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)'
 STATICCHECK := $(TOOLS)/staticcheck@$(STATICCHECK_VERSION)/staticcheck
+GOSEC := $(TOOLS)/gosec@$(GOSEC_VERSION)/gosec
 REGISTRY_BIN := $(TOOLS)/registry@$(REGISTRY_VERSION)/registry
 
 .DEFAULT_GOAL := help
@@ -50,14 +52,23 @@ test: lint unit container-test soak-short ## Everything a change must pass: lint
 unit: ## go test -race on hello.go (the fuzz seed corpora run here too)
 	go test -race -count=1 ./...
 
-lint: $(STATICCHECK) ## gofmt, go vet and staticcheck on every module
+# gosec's ./... walks folders, not modules: one run here covers them all.
+# Shell scripts are found by their #! line.
+lint: $(STATICCHECK) $(GOSEC) ## gofmt, go vet, staticcheck, gosec on every module; shellcheck on every shell script
 	@test -z "$$(gofmt -l .)" || { echo "gofmt -l lists files to format:"; gofmt -l .; exit 1; }
 	@set -e; for m in $(MODULES); do echo "go vet, staticcheck: $$m"; \
 		(cd $$m && go vet ./... && $(STATICCHECK) ./...); done
+	@echo "gosec: $(MODULES)"; $(GOSEC) -quiet -tests ./...
+	@command -v shellcheck >/dev/null || { echo "shellcheck not found: install Debian's package (apt-get install shellcheck)"; exit 1; }
+	@scripts=$$(git ls-files -z -co --exclude-standard | xargs -0 awk 'FNR == 1 && /^#!.*[\/ ](ba|da)?sh( |$$)/ {print FILENAME} {nextfile}'); \
+		echo "shellcheck:" $$scripts; shellcheck $$scripts
 
-# go install, not go get: the pinned tool never enters go.mod.
+# go install, not go get: the pinned tools never enter go.mod.
 $(STATICCHECK):
 	GOBIN=$(@D) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+$(GOSEC):
+	GOBIN=$(@D) go install github.com/securego/gosec/v2/cmd/gosec@$(GOSEC_VERSION)
 
 $(REGISTRY_BIN):
 	GOBIN=$(@D) go install github.com/distribution/distribution/v3/cmd/registry@$(REGISTRY_VERSION)
@@ -83,13 +94,14 @@ MANIFEST_INSECURE := $(if $(filter localhost:% 127.%,$(REGISTRY)),--insecure)
 
 .PHONY: docker-build docker-run docker-push docker-clean container-test registry-check
 
-# The Dockerfile copies ./hello, whatever BIN says.
-docker-build: override BIN := hello
-docker-build: go-build ## Build the image $(IMAGE):$(TAG) for linux/$(GOARCH) from ./hello
+# The build context is BIN's folder and the Dockerfile copies the file named
+# hello from it: BIN=/tmp/x/hello builds from /tmp/x, leaving ./hello alone.
+docker-build: go-build ## Build the image $(IMAGE):$(TAG) for linux/$(GOARCH) from $(BIN)
+	@test "$(notdir $(BIN))" = hello || { echo "BIN=$(BIN): the Dockerfile copies a file named hello; set BIN=FOLDER/hello"; exit 1; }
 	@docker info >/dev/null 2>&1 || { echo "No Docker engine answers: start one with .ci/dockerd"; exit 1; }
 	docker build --platform linux/$(GOARCH) \
 		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
-		--build-arg SOURCE=$(SOURCE) -t $(IMAGE):$(TAG) .
+		--build-arg SOURCE=$(SOURCE) -t $(IMAGE):$(TAG) -f Dockerfile $(dir $(BIN))
 
 # hello listens on $PORT inside too, so its banner names the port to curl.
 docker-run: docker-build ## Run the image on 127.0.0.1:$(PORT), locked down as in production; Ctrl-C stops it

@@ -70,7 +70,7 @@ func TestCheckAB(t *testing.T) {
 func TestCallgrindTotal(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "callgrind.out.1")
 	dump := "# callgrind format\nversion: 1\ncmd: ./floor 127.0.0.1:1\npart: 1\nevents: Ir\nfn=(1) main\n0 5\nsummary: 51272515\ntotals: 51272515\n"
-	if err := os.WriteFile(path, []byte(dump), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(dump), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := callgrindTotal(path); err != nil || got != 51272515 {

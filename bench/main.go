@@ -76,7 +76,7 @@ func start(s server, wrap []string, env ...string) (*proc, error) {
 	}
 	argv := append(slices.Clone(wrap), s.bin)
 	argv = append(argv, s.args(addr)...)
-	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd := exec.Command(argv[0], argv[1:]...) // #nosec G204 -- bench exists to run the servers it measures
 	cmd.Env = append(os.Environ(), env...)
 	p := &proc{cmd: cmd, addr: addr, started: time.Now(), exited: make(chan error, 1)}
 	if err := cmd.Start(); err != nil {
@@ -109,7 +109,7 @@ func (p *proc) ready(limit time.Duration) (time.Duration, error) {
 		}
 		resp, err := client.Get(p.url())
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close() // only the status counts here
 			if resp.StatusCode == http.StatusOK {
 				return time.Since(p.started), nil
 			}
@@ -121,7 +121,7 @@ func (p *proc) ready(limit time.Duration) (time.Duration, error) {
 
 // kill ends the process with SIGKILL and reaps it.
 func (p *proc) kill() {
-	p.cmd.Process.Kill()
+	_ = p.cmd.Process.Kill() // fails only when it has exited already; exited says so either way
 	<-p.exited
 }
 
@@ -159,7 +159,7 @@ func wrk(url string, threads, conns int, d time.Duration, cpus string) (wrkResul
 	if cpus != "" {
 		argv = append([]string{"taskset", "-c", cpus}, argv...)
 	}
-	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput() // #nosec G204 -- bench exists to run wrk
 	if err != nil {
 		return wrkResult{}, fmt.Errorf("%s: %v\n%s", strings.Join(argv, " "), err, out)
 	}

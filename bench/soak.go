@@ -34,7 +34,9 @@ func runSoak(args []string) error {
 	fs.IntVar(&c.dribblers, "dribblers", 300, "slowloris connections")
 	fs.DurationVar(&c.headerTimeout, "header-timeout", 5*time.Second, "hello's ReadHeaderTimeout")
 	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", 5*time.Second, "-shutdown-delay for the SIGTERM check")
-	fs.Parse(args)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
 
 	// Each check gets a fresh hello, started with the check's flags.
 	checks := []struct {
@@ -170,8 +172,9 @@ func dribble(conn net.Conn, limit time.Duration) time.Duration {
 	t0 := time.Now()
 	closed := make(chan time.Duration, 1)
 	go func() {
-		conn.SetReadDeadline(t0.Add(limit))
-		io.Copy(io.Discard, conn) // returns when the server closes the connection
+		// Either call fails only once the connection is closed: when it ends is what counts.
+		_ = conn.SetReadDeadline(t0.Add(limit))
+		_, _ = io.Copy(io.Discard, conn) // returns when the server closes the connection
 		closed <- time.Since(t0)
 	}()
 	header := "GET /" + name + " HTTP/1.1\r\nHost: 127.0.0.1\r\n"
@@ -183,7 +186,7 @@ func dribble(conn net.Conn, limit time.Duration) time.Duration {
 		case d := <-closed:
 			return d
 		case <-time.After(200 * time.Millisecond):
-			conn.Write([]byte{header[i]}) // an error here means the server closed; the reader returns
+			_, _ = conn.Write([]byte{header[i]}) // an error here means the server closed; the reader returns
 		}
 	}
 }
@@ -259,7 +262,9 @@ func oversizedHeaders(_ soakConfig, p *proc) (string, error) {
 		return "", err
 	}
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		return "", err
+	}
 	req := "GET /" + name + " HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + strings.Repeat("a", 64<<10) + "\r\n\r\n"
 	go conn.Write([]byte(req)) // the server may answer before it has read it all
 	status, err := bufio.NewReader(conn).ReadString('\n')
@@ -283,8 +288,12 @@ func largeBody(_ soakConfig, p *proc) (string, error) {
 	}
 	defer conn.Close()
 	t0 := time.Now()
-	conn.SetDeadline(t0.Add(10 * time.Second))
-	fmt.Fprintf(conn, "GET /%s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n", name, declared)
+	if err := conn.SetDeadline(t0.Add(10 * time.Second)); err != nil {
+		return "", err
+	}
+	if _, err := fmt.Fprintf(conn, "GET /%s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n", name, declared); err != nil {
+		return "", err
+	}
 	sent := make(chan int64, 1)
 	go func() {
 		var n int64
@@ -308,7 +317,9 @@ func largeBody(_ soakConfig, p *proc) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("reading the greeting: %w", err)
 	}
-	io.Copy(io.Discard, br) // returns when the server closes the connection
+	// Returns when the server closes the connection; if it never does, the
+	// deadline ends it and n below shows how much the server read.
+	_, _ = io.Copy(io.Discard, br)
 	n := <-sent
 	figures := fmt.Sprintf("GET with a 1 GiB body: %d %q after %v, connection closed after %.1f MiB sent",
 		resp.StatusCode, body, answered.Round(time.Millisecond), mib(n))

@@ -3,6 +3,7 @@ package container
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
@@ -32,7 +33,7 @@ func run(t *testing.T, name string, args ...string) string {
 
 // tryRun runs a command in root; on error it returns stdout and stderr together.
 func tryRun(name string, args ...string) (string, error) {
-	cmd := exec.Command(name, args...)
+	cmd := exec.Command(name, args...) // #nosec G204 -- the suite exists to run docker and make
 	cmd.Dir = root
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -48,9 +49,10 @@ func docker(t *testing.T, args ...string) string {
 	return run(t, "docker", args...)
 }
 
-// image is one image the suite builds with make, under names no one else uses.
+// image is one image the suite builds with make, under names no one else uses,
+// from a binary built into bin, in a temporary folder of its own.
 type image struct {
-	name, tag, version string
+	name, tag, version, bin string
 }
 
 // newImage picks unique names and removes every image made under them when
@@ -59,7 +61,8 @@ type image struct {
 func newImage(t *testing.T, registries ...string) image {
 	t.Helper()
 	id := fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano()%1e9)
-	img := image{name: "hello-ctest-" + id, tag: "t" + id, version: "v0.0.0-ctest." + id}
+	img := image{name: "hello-ctest-" + id, tag: "t" + id, version: "v0.0.0-ctest." + id,
+		bin: filepath.Join(t.TempDir(), "hello")}
 	t.Cleanup(func() {
 		for _, tag := range []string{img.tag, img.tag + "-amd64", img.tag + "-arm64"} {
 			refs := []string{img.name + ":" + tag}
@@ -80,20 +83,42 @@ func newImage(t *testing.T, registries ...string) image {
 
 func (img image) ref() string { return img.name + ":" + img.tag }
 
+// makeArgs are make's arguments for target with this image's knobs and extra ones.
+func (img image) makeArgs(target string, knobs ...string) []string {
+	return append([]string{"-s", target, "IMAGE=" + img.name, "TAG=" + img.tag,
+		"VERSION=" + img.version, "SOURCE=" + testSource, "BIN=" + img.bin}, knobs...)
+}
+
 // make runs a target of the Makefile with this image's knobs and extra ones.
+// It wants the working tree's ./hello as it was: a run killed halfway must
+// not leave a binary of another build, or another architecture, behind.
 func (img image) make(t *testing.T, target string, knobs ...string) {
 	t.Helper()
+	call := strings.Join(append([]string{target}, knobs...), " ")
+	before := workingBinary()
 	start := time.Now()
 	if out, err := img.tryMake(target, knobs...); err != nil {
-		t.Fatalf("make %s: %v\n%s", strings.Join(append([]string{target}, knobs...), " "), err, out)
+		t.Fatalf("make %s: %v\n%s", call, err, out)
 	}
-	t.Logf("make %s: %.1fs", strings.Join(append([]string{target}, knobs...), " "), time.Since(start).Seconds())
+	t.Logf("make %s: %.1fs", call, time.Since(start).Seconds())
+	if after := workingBinary(); after != before {
+		t.Errorf("make %s: the working tree's ./hello was %s, is %s; want it untouched", call, before, after)
+	}
+}
+
+// workingBinary describes the working tree's ./hello: its size and hash, or
+// why it cannot be read.
+func workingBinary() string {
+	b, err := os.ReadFile(filepath.Join(root, "hello")) // #nosec G304 -- the working tree's ./hello
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%d bytes, sha256 %x", len(b), sha256.Sum256(b))
 }
 
 // tryMake is make for a target that may fail; see tryRun.
 func (img image) tryMake(target string, knobs ...string) (string, error) {
-	return tryRun("make", append([]string{"-s", target, "IMAGE=" + img.name, "TAG=" + img.tag,
-		"VERSION=" + img.version, "SOURCE=" + testSource}, knobs...)...)
+	return tryRun("make", img.makeArgs(target, knobs...)...)
 }
 
 // testSource is the address the suite passes as SOURCE, to find in the label.
@@ -204,7 +229,7 @@ func start(t *testing.T, cmd *exec.Cmd) *process {
 	p := &process{Cmd: cmd, exited: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // fails only when the group is gone, and exited is closed then
 		<-p.exited
 	})
 	return p
@@ -214,7 +239,7 @@ func start(t *testing.T, cmd *exec.Cmd) *process {
 // returns how the command exited; it fails the test if that takes over 5 s.
 func (p *process) stop(t *testing.T, sig syscall.Signal) error {
 	t.Helper()
-	syscall.Kill(-p.Process.Pid, sig)
+	_ = syscall.Kill(-p.Process.Pid, sig) // fails only when the group is gone, and exited is closed then
 	select {
 	case <-p.exited:
 		return p.err

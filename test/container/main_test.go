@@ -9,11 +9,8 @@
 package container
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -27,21 +24,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "\n!!! container tests: NO DOCKER ENGINE, so nothing is proven here.\n"+
 			"!!! %s\n!!! Start one with .ci/dockerd; with CI=true this is a failure.\n\n", noEngine)
 	}
-	// The suite's builds overwrite ./hello, the last one for arm64: put back
-	// whatever was there before.
-	binary := filepath.Join(root, "hello")
-	saved, err := os.ReadFile(binary)
-	code := m.Run()
-	if err == nil {
-		err = os.WriteFile(binary, saved, 0o755)
-	} else {
-		err = os.Remove(binary)
-	}
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		fmt.Fprintln(os.Stderr, "restoring ./hello:", err)
-		code = 1
-	}
-	os.Exit(code)
+	os.Exit(m.Run())
 }
 
 // needEngine skips the test when there is no Docker engine, or fails it under CI.

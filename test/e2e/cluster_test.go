@@ -57,14 +57,14 @@ type cluster struct {
 func startCluster(ctx context.Context, t *testing.T, kubeBin, registryBin string) (kubeconfig, registry string) {
 	// Without the lock, a second run would take the first one's cluster for
 	// leftovers and remove it. The kernel drops the lock when a run dies.
-	lock, err := os.OpenFile(lockFile, os.O_CREATE|os.O_RDWR, 0o644)
+	lock, err := os.OpenFile(lockFile, os.O_CREATE|os.O_RDWR, 0o600)
 	must(t, err)
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		t.Fatalf("another make e2e runs its cluster on this machine (%s is locked): wait for it", lockFile)
 	}
 	t.Cleanup(func() {
-		os.Remove(lockFile)
-		lock.Close()
+		_ = os.Remove(lockFile) // the flock is the lock, not the file: a file left behind is harmless
+		_ = lock.Close()        // closing drops the flock; nothing was written
 	})
 	if other := foreignKubernetes(); other != "" {
 		t.Fatalf("another Kubernetes runs on this machine (%s): point the suite at it with KUBECONFIG and REGISTRY instead", other)
@@ -79,9 +79,9 @@ func startCluster(ctx context.Context, t *testing.T, kubeBin, registryBin string
 			before.Missing = append(before.Missing, dir)
 		}
 	}
-	must(t, os.MkdirAll(stateDir, 0o755))
+	must(t, os.MkdirAll(stateDir, 0o755)) // #nosec G301 -- no secret below it: writePEM writes the keys 0600
 	state, _ := json.Marshal(before)
-	must(t, os.WriteFile(hostStateFile, state, 0o644))
+	must(t, os.WriteFile(hostStateFile, state, 0o600)) // #nosec G303 -- a fixed path, so the next run finds what a killed one left; the lock guards it
 	c := &cluster{t: t, bin: kubeBin}
 	t.Cleanup(func() {
 		start := time.Now()
@@ -110,7 +110,7 @@ func startCluster(ctx context.Context, t *testing.T, kubeBin, registryBin string
 	})
 
 	for _, dir := range []string{"logs", "pki", "cni/net.d", "certs.d", "registry"} {
-		must(t, os.MkdirAll(filepath.Join(stateDir, dir), 0o755))
+		must(t, os.MkdirAll(filepath.Join(stateDir, dir), 0o755)) // #nosec G301 -- no secret below it: writePEM writes the keys 0600
 	}
 	c.registry = c.startRegistry(ctx, registryBin)
 	must(t, writePKI(filepath.Join(stateDir, "pki")))
@@ -166,9 +166,9 @@ func startCluster(ctx context.Context, t *testing.T, kubeBin, registryBin string
 // test, which then tears the cluster down in order) with its output in
 // logs/<name>.log.
 func (c *cluster) start(name string, args ...string) {
-	log, err := os.Create(filepath.Join(stateDir, "logs", name+".log"))
+	log, err := os.Create(filepath.Join(stateDir, "logs", name+".log")) // #nosec G303 G304 -- a fixed path, so the next run finds what a killed one left; the lock guards it
 	must(c.t, err)
-	cmd := exec.Command(args[0], args[1:]...)
+	cmd := exec.Command(args[0], args[1:]...) // #nosec G204 G702 -- the cluster's components, built or installed for it
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -176,7 +176,7 @@ func (c *cluster) start(name string, args ...string) {
 	}
 	go func() {
 		err := cmd.Wait()
-		log.Close()
+		_ = log.Close() // only the component wrote to it: nothing of ours to flush
 		c.mu.Lock()
 		c.exited = append(c.exited, fmt.Sprintf("%s (%v)", name, err))
 		c.mu.Unlock()
@@ -208,7 +208,7 @@ func (c *cluster) waitFor(ctx context.Context, what string, timeout time.Duratio
 }
 
 func (c *cluster) kubectlQuiet(ctx context.Context, kubeconfig string, args ...string) error {
-	cmd := exec.CommandContext(ctx, c.bin+"/kubectl", append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	cmd := exec.CommandContext(ctx, c.bin+"/kubectl", append([]string{"--kubeconfig", kubeconfig}, args...)...) // #nosec G204 -- the kubectl make e2e built
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("kubectl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
@@ -221,9 +221,9 @@ func (c *cluster) startRegistry(ctx context.Context, registryBin string) string 
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	must(c.t, err)
 	addr := l.Addr().String()
-	l.Close()
+	_ = l.Close() // only its port was wanted; were it still bound, the registry would say so
 	config := fmt.Sprintf("version: 0.1\nlog: {level: warn}\nstorage: {filesystem: {rootdirectory: %s/registry}}\nhttp: {addr: %s}\n", stateDir, addr)
-	must(c.t, os.WriteFile(stateDir+"/registry.yaml", []byte(config), 0o644))
+	must(c.t, os.WriteFile(stateDir+"/registry.yaml", []byte(config), 0o600)) // #nosec G303 -- a fixed path, so the next run finds what a killed one left; the lock guards it
 	// Without OTEL_TRACES_EXPORTER=none the registry sends traces to localhost:4318.
 	c.start("registry", "env", "OTEL_TRACES_EXPORTER=none", registryBin, "serve", stateDir+"/registry.yaml")
 	c.waitFor(ctx, "registry on "+addr, 30*time.Second, func() error { return httpOK("http://" + addr + "/v2/") })
@@ -240,7 +240,7 @@ func (c *cluster) network() {
 		{"link", "set", nodeBridge, "up"},
 		{"route", "add", serviceCIDR, "dev", nodeBridge, "src", nodeIP},
 	} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil { // #nosec G204 -- the fixed commands above
 			c.t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
 		}
 	}
@@ -254,9 +254,9 @@ func (c *cluster) startContainerd(ctx context.Context) {
 		return exec.Command("ctr", "--address", stateDir+"/containerd.sock", "version").Run()
 	})
 	dir := stateDir + "/pause"
-	must(c.t, os.MkdirAll(dir, 0o755))
+	must(c.t, os.MkdirAll(dir, 0o755)) // #nosec G301 -- the pause image's build context: a Dockerfile and a binary
 	dockerfile := "FROM scratch\nCOPY pause /pause\nENTRYPOINT [\"/pause\"]\n"
-	must(c.t, os.WriteFile(dir+"/Dockerfile", []byte(dockerfile), 0o644))
+	must(c.t, os.WriteFile(dir+"/Dockerfile", []byte(dockerfile), 0o600))
 	image := c.registry + "/hello-e2e-pause:1"
 	for _, args := range [][]string{
 		{"go", "build", "-trimpath", "-ldflags=-s -w", "-o", dir + "/pause", "./pause"},
@@ -264,7 +264,7 @@ func (c *cluster) startContainerd(ctx context.Context) {
 		{"docker", "push", "-q", image},
 		{"docker", "rmi", image},
 	} {
-		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+		cmd := exec.CommandContext(ctx, args[0], args[1:]...) // #nosec G204 -- the fixed commands above
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			c.t.Fatalf("sandbox image: %s: %v: %s", strings.Join(args, " "), err, out)
@@ -365,8 +365,8 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 	}
 	for name, text := range files {
 		path := filepath.Join(stateDir, name)
-		must(c.t, os.MkdirAll(filepath.Dir(path), 0o755))
-		must(c.t, os.WriteFile(path, []byte(text), 0o644))
+		must(c.t, os.MkdirAll(filepath.Dir(path), 0o755)) // #nosec G301 -- no secret below it: writePEM writes the keys 0600
+		must(c.t, os.WriteFile(path, []byte(text), 0o600))
 	}
 }
 
@@ -375,7 +375,7 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 func (c *cluster) printLogs() {
 	logs, _ := filepath.Glob(stateDir + "/logs/*.log")
 	for _, path := range logs {
-		data, _ := os.ReadFile(path)
+		data, _ := os.ReadFile(path) // #nosec G304 -- a log the cluster's components wrote
 		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
 		c.t.Logf("last lines of %s:\n%s", path, strings.Join(lines[max(0, len(lines)-25):], "\n"))
 	}
@@ -450,7 +450,7 @@ func httpOK(url string) error {
 	if err != nil {
 		return err
 	}
-	resp.Body.Close()
+	_ = resp.Body.Close() // only the status counts
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("GET %s: %s", url, resp.Status)
 	}

@@ -269,6 +269,7 @@ func (w *walk) make(args ...string) {
 }
 
 func (w *walk) makeOut(args ...string) (string, error) {
+	// #nosec G204 -- the suite exists to run the Makefile's targets
 	cmd := exec.CommandContext(w.ctx, "make", append([]string{"-C", w.repo, "--no-print-directory",
 		"IMAGE=" + image, "REGISTRY=" + w.registry, "NAMESPACE=" + namespace, "HOST=hello-e2e.localhost",
 		"KUBECTL=" + w.kubectl, "KUBE_CONTEXT=" + w.context}, args...)...)
@@ -290,7 +291,7 @@ func (w *walk) kubectlArgs(args ...string) []string {
 }
 
 func (w *walk) kubectlOut(args ...string) (string, error) {
-	out, err := exec.CommandContext(w.ctx, w.kubectl, w.kubectlArgs(args...)...).CombinedOutput()
+	out, err := exec.CommandContext(w.ctx, w.kubectl, w.kubectlArgs(args...)...).CombinedOutput() // #nosec G204 -- the suite's kubectl
 	return strings.TrimSpace(string(out)), err
 }
 
@@ -369,7 +370,7 @@ func (w *walk) checkPortForward() {
 	w.t.Helper()
 	ctx, cancel := context.WithTimeout(w.ctx, time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, w.kubectl, w.kubectlArgs("port-forward", "--address=127.0.0.1", "service/hello", ":80")...)
+	cmd := exec.CommandContext(ctx, w.kubectl, w.kubectlArgs("port-forward", "--address=127.0.0.1", "service/hello", ":80")...) // #nosec G204 -- the suite's kubectl
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -384,7 +385,7 @@ func (w *walk) checkPortForward() {
 		}
 	}
 	if addr == "" {
-		cmd.Wait()
+		_ = cmd.Wait() // it failed; its stderr says why
 		w.t.Errorf("kubectl port-forward printed no address: %s", stderr.String())
 		return
 	}
@@ -393,7 +394,7 @@ func (w *walk) checkPortForward() {
 		w.t.Errorf("through kubectl port-forward: %v", err)
 	}
 	cancel()
-	cmd.Wait()
+	_ = cmd.Wait() // cancel killed it: that kill is the error
 }
 
 // podImages maps each pod of the app, once only the new ones are left, to

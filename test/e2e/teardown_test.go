@@ -102,7 +102,7 @@ func teardown(logf func(string, ...any), kubeBin string) {
 			logf("teardown: kill %d (%s): %v", p.pid, p.exe, err)
 		}
 		if p.shimSocket != "" {
-			os.Remove(p.shimSocket)
+			_ = os.Remove(p.shimSocket) // what a killed shim leaves; already gone is fine
 		}
 	}
 	for _, p := range procs {
@@ -134,7 +134,7 @@ func teardown(logf func(string, ...any), kubeBin string) {
 	}
 	for _, link := range append(portsOf(podBridge), podBridge, nodeBridge) {
 		if linkExists(link) {
-			if out, err := exec.Command("ip", "link", "del", link).CombinedOutput(); err != nil {
+			if out, err := exec.Command("ip", "link", "del", link).CombinedOutput(); err != nil { // #nosec G204 -- the cluster's own links
 				logf("teardown: ip link del %s: %v: %s", link, err, out)
 			}
 		}
@@ -142,8 +142,8 @@ func teardown(logf func(string, ...any), kubeBin string) {
 
 	// kube-proxy removes its own rules; the kubelet's and CNI's chains go
 	// by name. Only a machine that runs no other Kubernetes gets here.
-	if _, err := os.Stat(kubeBin + "/kube-proxy"); err == nil {
-		if out, err := exec.Command(kubeBin+"/kube-proxy", "--cleanup").CombinedOutput(); err != nil {
+	if _, err := os.Stat(kubeBin + "/kube-proxy"); err == nil { // #nosec G703 -- the kube-proxy make e2e built into KUBE_BIN
+		if out, err := exec.Command(kubeBin+"/kube-proxy", "--cleanup").CombinedOutput(); err != nil { // #nosec G204 G702 -- as above
 			logf("teardown: kube-proxy --cleanup: %v: %s", err, lastLine(out))
 		}
 	}
@@ -155,7 +155,7 @@ func teardown(logf func(string, ...any), kubeBin string) {
 
 	// Otherwise the cluster's connections linger in conntrack for minutes.
 	for _, flag := range []string{"--src", "--dst"} {
-		exec.Command("conntrack", "-D", flag, ourRange).Run() // fails when there is none
+		_ = exec.Command("conntrack", "-D", flag, ourRange).Run() // #nosec G204 -- fixed flags; fails when there is no flow
 	}
 
 	for _, dir := range kubepodsCgroups() {
@@ -173,7 +173,7 @@ func teardown(logf func(string, ...any), kubeBin string) {
 	if data, err := os.ReadFile(hostStateFile); err == nil && json.Unmarshal(data, &before) == nil {
 		restoreSysctls(logf, before.Sysctls)
 		for _, dir := range before.Missing {
-			syscall.Rmdir(dir) // only when empty: files of others stay
+			_ = syscall.Rmdir(dir) // only when empty: files of others stay
 		}
 	}
 
@@ -212,7 +212,7 @@ func leftovers() []string {
 		left = append(left, "nftables table kube-proxy")
 	}
 	for _, flag := range []string{"--src", "--dst"} {
-		if out, _ := exec.Command("conntrack", "-L", flag, ourRange).Output(); len(out) > 0 {
+		if out, _ := exec.Command("conntrack", "-L", flag, ourRange).Output(); len(out) > 0 { // #nosec G204 -- fixed flags
 			left = append(left, "conntrack flows "+flag+" "+ourRange)
 		}
 	}
@@ -256,10 +256,10 @@ func clusterProcesses() []process {
 	var procs []process
 	seen := map[int]bool{os.Getpid(): true}
 	for _, dir := range kubepodsCgroups() {
-		data, _ := os.ReadFile(dir + "/cgroup.procs")
+		data, _ := os.ReadFile(dir + "/cgroup.procs") // #nosec G304 -- a cgroup of the cluster's pods
 		for _, f := range strings.Fields(string(data)) {
 			var pid int
-			fmt.Sscan(f, &pid)
+			_, _ = fmt.Sscan(f, &pid) // cgroup.procs holds pids only
 			if !seen[pid] {
 				seen[pid] = true
 				procs = append(procs, process{pid: pid, cmdline: cmdline(pid)})
@@ -304,7 +304,7 @@ func cmdline(pid int) string {
 }
 
 func readString(path string) string {
-	data, _ := os.ReadFile(path)
+	data, _ := os.ReadFile(path) // #nosec G304 -- a /proc or /sys file teardown reads
 	return string(data)
 }
 
@@ -357,7 +357,8 @@ func kubepodsCgroups() []string {
 		roots = append(roots, root...)
 	}
 	for _, root := range roots {
-		filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		// WalkDir returns what the callback does: always nil.
+		_ = filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
 				dirs = append(dirs, path)
 			}
@@ -379,7 +380,7 @@ func isKubernetesChain(name string) bool {
 func kubernetesChains(family string) []string {
 	var chains []string
 	for _, table := range tables {
-		save, _ := exec.Command(family+"-save", "-t", table).Output() // no table, no chains
+		save, _ := exec.Command(family+"-save", "-t", table).Output() // #nosec G204 -- iptables or ip6tables; no table, no chains
 		for _, ch := range chainsIn(string(save)) {
 			chains = append(chains, table+"/"+ch)
 		}
@@ -403,7 +404,7 @@ func chainsIn(save string) []string {
 // (so docker's rules stay as they are).
 func removeChains(family string) error {
 	for _, table := range tables {
-		save, _ := exec.Command(family+"-save", "-t", table).Output()
+		save, _ := exec.Command(family+"-save", "-t", table).Output() // #nosec G204 -- iptables or ip6tables
 		ours := chainsIn(string(save))
 		if len(ours) == 0 {
 			continue
@@ -423,7 +424,7 @@ func removeChains(family string) error {
 			script = append(script, "-X "+ch)
 		}
 		input := "*" + table + "\n" + strings.Join(script, "\n") + "\nCOMMIT\n"
-		cmd := exec.Command(family+"-restore", "--noflush")
+		cmd := exec.Command(family+"-restore", "--noflush") // #nosec G204 -- iptables or ip6tables
 		cmd.Stdin = strings.NewReader(input)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("%s-restore (table %s): %v: %s", family, table, err, out)
@@ -447,7 +448,7 @@ func readSysctls() map[string]string {
 func restoreSysctls(logf func(string, ...any), values map[string]string) {
 	for name, value := range values {
 		if value != "" && readSysctl(name) != value {
-			if err := os.WriteFile("/proc/sys/"+name, []byte(value), 0o644); err != nil {
+			if err := os.WriteFile("/proc/sys/"+name, []byte(value), 0o644); err != nil { // #nosec G306 -- /proc/sys files exist: the mode is unused
 				logf("teardown: sysctl %s: %v", name, err)
 			}
 		}
