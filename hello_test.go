@@ -905,11 +905,7 @@ func TestBinary(t *testing.T) {
 			if err := cmd.Process.Signal(os.Interrupt); err != nil {
 				t.Fatal(err)
 			}
-			exited := make(chan error, 1)
-			go func() { exited <- cmd.Wait() }()
-			select {
-			case <-exited:
-			case <-time.After(20 * time.Second):
+			if !exits(cmd, 20*time.Second) {
 				t.Fatalf("hello %q still runs 20 s after a second Ctrl-C", tc.args)
 			}
 			var last string
@@ -971,12 +967,20 @@ func TestMakeGoRun(t *testing.T) {
 	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil { // Ctrl-C
 		t.Fatal(err)
 	}
+	if !exits(cmd, 15*time.Second) {
+		t.Errorf("make go-run still runs 15 s after Ctrl-C")
+	}
+}
+
+// exits waits for cmd to end and reports whether it did within limit.
+func exits(cmd *exec.Cmd, limit time.Duration) bool {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
 	case <-done:
-	case <-time.After(15 * time.Second):
-		t.Errorf("make go-run still runs 15 s after Ctrl-C")
+		return true
+	case <-time.After(limit):
+		return false
 	}
 }
 
