@@ -152,7 +152,10 @@ FUZZTIME       ?= 60s
 SOAK_DURATION  ?= 60s
 # hello's ReadHeaderTimeout: slowloris dribblers must be cut off then.
 HEADER_TIMEOUT ?= 5s
-KNOBS += BENCH_ROUNDS BENCH_DURATION FUZZTIME SOAK_DURATION HEADER_TIMEOUT
+# The connection flood: this many connections send a GET and stay open, then
+# this many more send nothing. The soak needs twice as many open files.
+FLOOD_CONNS    ?= 6000
+KNOBS += BENCH_ROUNDS BENCH_DURATION FUZZTIME SOAK_DURATION HEADER_TIMEOUT FLOOD_CONNS
 # command:Debian package for each tool bench and soak run.
 BENCH_TOOLS := wrk:wrk ab:apache2-utils valgrind:valgrind callgrind_control:valgrind
 
@@ -182,11 +185,14 @@ bench-tools: ## Install wrk, ab and valgrind from Debian's packages when missing
 fuzz: ## Fuzz FuzzGreet for $(FUZZTIME); fails on the first broken invariant
 	go test -run '^$$' -fuzz '^FuzzGreet$$' -fuzztime $(FUZZTIME) .
 
-soak: go-build bench-tools ## Load, slowloris, SIGTERM under load, 431, large GET body
-	go run ./bench soak -hello $(abspath $(BIN)) -duration $(SOAK_DURATION) -header-timeout $(HEADER_TIMEOUT)
+soak: go-build bench-tools ## Load, slowloris, SIGTERM under load, 431, large GET body, connection flood
+	go run ./bench soak -hello $(abspath $(BIN)) -duration $(SOAK_DURATION) -header-timeout $(HEADER_TIMEOUT) \
+		-flood $(FLOOD_CONNS)
 
-soak-short: ## soak and fuzz at CI length: 10 s of load, 10 s of fuzzing
-	$(MAKE) soak fuzz SOAK_DURATION=10s FUZZTIME=10s
+# The short flood, 3,000 + 3,000 connections, is still six times hello's
+# default -max-conns (1024); a hello that holds them all reaches 85 MiB.
+soak-short: ## soak and fuzz at CI length: 10 s of load, a 3,000 + 3,000 flood, 10 s of fuzzing
+	$(MAKE) soak fuzz SOAK_DURATION=10s FLOOD_CONNS=3000 FUZZTIME=10s
 
 # ---- Kubernetes: kubernetes-apply, kubernetes-delete, e2e ----
 # Deploy with kubectl and kustomize; prove it on a real cluster.

@@ -4,14 +4,14 @@
 //
 //	go run ./bench bench [flags]  print the markdown table; exit 1 if a budget is missed
 //	go run ./bench soak [flags]   run the reliability checks; exit 1 if a promise breaks
+//	go run ./bench flood [flags]  soak's connection flood against a running server
+//	                              (test/container floods the image with it)
 //
 // It runs from the repository root, needs wrk, ab and valgrind on PATH (make
 // installs them), and sends traffic only to 127.0.0.1, bounded in count and time.
 package main
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -28,14 +28,12 @@ import (
 const name = "TutorialHero"
 
 func main() {
-	if len(os.Args) < 2 || (os.Args[1] != "bench" && os.Args[1] != "soak") {
-		fmt.Fprintln(os.Stderr, "usage: go run ./bench bench|soak [flags]  (-h lists the flags)")
+	commands := map[string]func([]string) error{"bench": runBench, "soak": runSoak, "flood": runFlood}
+	if len(os.Args) < 2 || commands[os.Args[1]] == nil {
+		fmt.Fprintln(os.Stderr, "usage: go run ./bench bench|soak|flood [flags]  (-h lists the flags)")
 		os.Exit(2)
 	}
-	run := runBench
-	if os.Args[1] == "soak" {
-		run = runSoak
-	}
+	run := commands[os.Args[1]]
 	if err := run(os.Args[2:]); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -126,21 +124,7 @@ func (p *proc) kill() {
 }
 
 // rss is the process's resident set in bytes, from /proc.
-func (p *proc) rss() (int64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if kb, ok := strings.CutPrefix(s.Text(), "VmRSS:"); ok {
-			n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(kb), "kB")), 10, 64)
-			return n << 10, err
-		}
-	}
-	return 0, errors.New("no VmRSS in /proc status")
-}
+func (p *proc) rss() (int64, error) { return vmRSS(p.cmd.Process.Pid) }
 
 // wrkResult holds the figures this program reads from wrk's report.
 type wrkResult struct {

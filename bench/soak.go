@@ -23,6 +23,7 @@ type soakConfig struct {
 	dribblers     int
 	headerTimeout time.Duration
 	shutdownDelay time.Duration
+	flood         int
 }
 
 func runSoak(args []string) error {
@@ -34,6 +35,7 @@ func runSoak(args []string) error {
 	fs.IntVar(&c.dribblers, "dribblers", 300, "slowloris connections")
 	fs.DurationVar(&c.headerTimeout, "header-timeout", 5*time.Second, "hello's ReadHeaderTimeout")
 	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", 5*time.Second, "-shutdown-delay for the SIGTERM check")
+	fs.IntVar(&c.flood, "flood", 6000, "connection flood: this many connections send a GET, then this many send nothing")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -49,6 +51,7 @@ func runSoak(args []string) error {
 		{"SIGTERM under load", []string{"-shutdown-delay", c.shutdownDelay.String()}, sigtermUnderLoad},
 		{"oversized headers", nil, oversizedHeaders},
 		{"large GET body", nil, largeBody},
+		{"connection flood", nil, connectionFlood},
 	}
 	var failed []string
 	for _, check := range checks {
@@ -328,6 +331,40 @@ func largeBody(_ soakConfig, p *proc) (string, error) {
 		return figures, errors.New("want 200 and the greeting")
 	case n >= bound:
 		return figures, fmt.Errorf("the server read %d MiB or more of the body", bound>>20)
+	}
+	return figures, nil
+}
+
+// maxFloodRSS bounds hello's resident set under a connection flood: under
+// the Deployment's 64 MiB limit with room for the runtime and the kernel.
+const maxFloodRSS = 48 << 20
+
+// connectionFlood: c.flood connections that each send a GET and stay open,
+// then c.flood more that send nothing (see flood). hello's RSS stays under
+// maxFloodRSS, a fresh client is answered within 1 s at every point, no
+// socket error but the closes hello chose, and SIGTERM afterwards exits 0.
+func connectionFlood(c soakConfig, p *proc) (string, error) {
+	r, err := flood(p.addr, c.flood, p.rss)
+	if err != nil {
+		return "", err
+	}
+	if err := p.signal(syscall.SIGTERM); err != nil {
+		return "", err
+	}
+	var exit error
+	select {
+	case exit = <-p.exited:
+	case <-time.After(15 * time.Second):
+		return r.String(), errors.New("hello did not exit within 15 s of SIGTERM")
+	}
+	figures := fmt.Sprintf("%v; exit %v after SIGTERM", r, exitStatus(exit))
+	switch {
+	case r.errors > 0:
+		return figures, errors.New("socket errors in the flood")
+	case r.peakRSS >= maxFloodRSS:
+		return figures, fmt.Errorf("hello's RSS reached %.1f MiB, want under %d MiB", mib(r.peakRSS), maxFloodRSS>>20)
+	case exit != nil:
+		return figures, errors.New("hello did not exit 0 after SIGTERM")
 	}
 	return figures, nil
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -124,9 +125,10 @@ func (img image) tryMake(target string, knobs ...string) (string, error) {
 // testSource is the address the suite passes as SOURCE, to find in the label.
 const testSource = "https://example.invalid/hello"
 
-// container starts a detached container from ref with docker run's flags and
-// removes it when the test ends. It returns the container's name.
-func container(t *testing.T, ref string, flags ...string) string {
+// container starts a detached container from ref with docker run's flags,
+// and args for hello, and removes it when the test ends. It returns the
+// container's name.
+func container(t *testing.T, ref string, flags []string, args ...string) string {
 	t.Helper()
 	name := fmt.Sprintf("hello-ctest-%d-%d", os.Getpid(), time.Now().UnixNano()%1e9)
 	t.Cleanup(func() {
@@ -136,16 +138,18 @@ func container(t *testing.T, ref string, flags ...string) string {
 			}
 		}
 	})
-	args := append([]string{"run", "-d", "--name", name}, flags...)
-	docker(t, append(args, ref)...)
+	argv := append([]string{"run", "-d", "--name", name}, flags...)
+	docker(t, append(append(argv, ref), args...)...)
 	return name
 }
 
-// locked are the docker run flags of production: nothing writable, no
-// capabilities, no privilege gain, and a port published on loopback only.
+// lockedDown are the docker run flags of production: nothing writable, no
+// capabilities, no privilege gain.
+var lockedDown = []string{"--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges"}
+
+// locked is lockedDown and a port published on loopback only.
 func locked(port string) []string {
-	return []string{"--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-		"-p", "127.0.0.1::" + port}
+	return append(slices.Clip(lockedDown), "-p", "127.0.0.1::"+port)
 }
 
 // hostAddr is where Docker published the container's port on 127.0.0.1.

@@ -112,7 +112,7 @@ func TestImage(t *testing.T) {
 	})
 
 	t.Run("runs locked down, healthy, stops on SIGTERM", func(t *testing.T) {
-		name := container(t, img.ref(), locked("8080")...)
+		name := container(t, img.ref(), locked("8080"))
 		greet(t, hostAddr(t, name, "8080"), "Gopher")
 		waitHealthy(t, name)
 		want := "Welcome, user! Curl me (locally with Port 8080) with your name as path :-D"
@@ -123,7 +123,7 @@ func TestImage(t *testing.T) {
 	})
 
 	t.Run("PORT=9090", func(t *testing.T) {
-		name := container(t, img.ref(), append(locked("9090"), "-e", "PORT=9090")...)
+		name := container(t, img.ref(), append(locked("9090"), "-e", "PORT=9090"))
 		greet(t, hostAddr(t, name, "9090"), "Port")
 		waitHealthy(t, name) // the healthcheck finds the port through $PORT too
 	})

@@ -40,7 +40,7 @@ func TestPush(t *testing.T) {
 	if got := docker(t, "image", "inspect", "-f", "{{.Id}}", remote); got != id {
 		t.Errorf("pulled image %s, pushed %s", got, id)
 	}
-	name := container(t, remote, locked("8080")...)
+	name := container(t, remote, locked("8080"))
 	greet(t, hostAddr(t, name, "8080"), "Registry")
 }
 
