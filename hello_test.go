@@ -351,7 +351,8 @@ func TestServerRejects(t *testing.T) {
 	}
 }
 
-// roundTrip writes a raw request and reads the answer's status and headers.
+// roundTrip writes a raw request that ends its connection, reads the answer,
+// and wants the connection closed gracefully after it.
 func roundTrip(t *testing.T, addr, request string) *http.Response {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -365,9 +366,19 @@ func roundTrip(t *testing.T, addr, request string) *http.Response {
 	if _, err := io.WriteString(conn, request); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	r := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(r, nil)
 	if err != nil {
 		t.Fatalf("reading the answer: %v", err)
+	}
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		t.Fatalf("reading the body: %v", err)
+	}
+	// net/http ends each of these connections with a graceful close (FIN).
+	// A reset instead can cost a client the answer (curl exits 56): that is
+	// what a listener wrapper without CloseWrite does to a 431.
+	if _, err := r.ReadByte(); err != io.EOF {
+		t.Errorf("after the answer to %.30q: %v, want the server's graceful close (EOF)", request, err)
 	}
 	return resp
 }
