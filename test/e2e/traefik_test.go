@@ -59,7 +59,7 @@ providers:
     endpoint: "https://%s:6443"
     certAuthFilePath: "%s/pki/ca.crt"
     token: "%s"
-log: {level: INFO}
+log: {level: INFO, noColor: true}
 `, addr, nodeIP, stateDir, strings.TrimSpace(string(token)))
 	must(c.t, os.WriteFile(stateDir+"/traefik.yaml", []byte(config), 0o600)) // #nosec G303 -- stateDir is the cluster's own folder, made by startCluster
 	pid := c.start("traefik", traefikBin, "--configfile="+stateDir+"/traefik.yaml")
