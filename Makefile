@@ -202,7 +202,10 @@ KUBE_CONTEXT ?=
 # The host name the Ingress answers to.
 HOST         ?= hello.localhost
 KUBECTL      ?= kubectl
-KNOBS += NAMESPACE KUBE_CONTEXT HOST KUBECTL
+# The cluster's ingress controller, for make e2e KUBECONFIG=...: its streams
+# go there (k3s: http://<node>:80). The built-in cluster runs its own Traefik.
+INGRESS_URL  ?=
+KNOBS += NAMESPACE KUBE_CONTEXT HOST KUBECTL INGRESS_URL
 
 # test/e2e/go.mod pins the Kubernetes release the e2e cluster is built from.
 KUBERNETES_VERSION := $(shell awk '$$1 == "require" && $$2 == "k8s.io/kubernetes" {print $$3}' test/e2e/go.mod)
@@ -213,6 +216,11 @@ KUBE_LDFLAGS := -s -w $(foreach p,$(KUBE_VERSION_PKGS),-X $(p).gitVersion=$(KUBE
 	-X $(p).gitMajor=1 -X $(p).gitMinor=$(word 2,$(subst ., ,$(KUBERNETES_VERSION))) -X $(p).gitTreeState=clean)
 
 KUBECTL_CTX = $(KUBECTL)$(if $(KUBE_CONTEXT), --context $(KUBE_CONTEXT))
+
+# test/e2e/traefik/go.mod pins the Traefik that serves the e2e cluster's
+# Ingress (docs/ingress.md says why that version).
+TRAEFIK_VERSION := $(shell awk '$$1 == "require" && $$2 == "github.com/traefik/traefik/v3" {print $$3}' test/e2e/traefik/go.mod)
+TRAEFIK_BIN := $(TOOLS)/traefik-$(TRAEFIK_VERSION)/traefik
 
 # A throwaway kustomize overlay on top of k8s/: the namespace, the image and the
 # host come from the knobs, so no file in the repo is edited per deployment.
@@ -262,12 +270,20 @@ cluster-check: kubectl-check
 	echo "No Kubernetes cluster answers kubectl ($$where): name yours with KUBE_CONTEXT=<context> or KUBECONFIG=<file>, and try it with kubectl version"; exit 1
 
 # The e2e suite builds its own cluster unless KUBECONFIG names one; then
-# REGISTRY must be a registry that cluster pulls from.
-e2e: $(REGISTRY_BIN) $(if $(KUBECONFIG),,$(KUBE_BIN)/kubelet) ## Build, push, deploy, serve, roll and delete on a real cluster (built here unless KUBECONFIG is set)
-	cd test/e2e && KUBE_BIN=$(KUBE_BIN) REGISTRY_BIN=$(REGISTRY_BIN) \
+# REGISTRY must be a registry that cluster pulls from, and HOST and
+# INGRESS_URL are the Ingress's host and the cluster's ingress controller.
+e2e: $(REGISTRY_BIN) $(if $(KUBECONFIG),,$(KUBE_BIN)/kubelet $(TRAEFIK_BIN)) ## Build, push, deploy, serve, roll and delete on a real cluster (built here unless KUBECONFIG is set)
+	cd test/e2e && KUBE_BIN=$(KUBE_BIN) REGISTRY_BIN=$(REGISTRY_BIN) TRAEFIK_BIN=$(TRAEFIK_BIN) \
 		E2E_REGISTRY=$(if $(filter command environment,$(origin REGISTRY)),$(REGISTRY)) E2E_KUBECTL=$(KUBECTL) \
+		E2E_HOST=$(if $(filter command environment,$(origin HOST)),$(HOST)) E2E_INGRESS_URL=$(INGRESS_URL) \
 		go test -count=1 -v -timeout 20m .
 
 # One go build for all commands: they share most packages. ~10 min cold on 2 cores.
 $(KUBE_BIN)/kubelet: test/e2e/go.mod test/e2e/go.sum
 	cd test/e2e && CGO_ENABLED=0 go build -trimpath -ldflags '$(KUBE_LDFLAGS)' -o $(@D)/ $(addprefix k8s.io/kubernetes/cmd/,$(KUBE_CMDS))
+
+# ~6 min cold on 2 cores.
+$(TRAEFIK_BIN): test/e2e/traefik/go.mod test/e2e/traefik/go.sum
+	cd test/e2e/traefik && CGO_ENABLED=0 go build -trimpath \
+		-ldflags '-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$(TRAEFIK_VERSION)' \
+		-o $@ github.com/traefik/traefik/v3/cmd/traefik

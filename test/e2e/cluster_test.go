@@ -51,10 +51,11 @@ type cluster struct {
 }
 
 // startCluster brings up the built-in cluster with a registry on 127.0.0.1
-// and returns the admin kubeconfig and the registry's host:port. Its cleanup
+// and Traefik as its ingress controller, and returns the admin kubeconfig,
+// the registry's host:port and the URL of Traefik's entry point. Its cleanup
 // removes every trace, also when the test fails, and fails the test when
 // something is left.
-func startCluster(ctx context.Context, t *testing.T, kubeBin, registryBin string) (kubeconfig, registry string) {
+func startCluster(ctx context.Context, t *testing.T, kubeBin, registryBin, traefikBin string) (kubeconfig, registry, ingress string) {
 	// Without the lock, a second run would take the first one's cluster for
 	// leftovers and remove it. The kernel drops the lock when a run dies.
 	lock, err := os.OpenFile(lockFile, os.O_CREATE|os.O_RDWR, 0o600)
@@ -159,13 +160,13 @@ func startCluster(ctx context.Context, t *testing.T, kubeBin, registryBin string
 	c.waitFor(ctx, "node "+nodeName+" Ready", 90*time.Second, func() error {
 		return c.kubectlQuiet(ctx, kubeconfig, "wait", "--for=condition=Ready", "node/"+nodeName, "--timeout=2s")
 	})
-	return kubeconfig, c.registry
+	return kubeconfig, c.registry, c.startTraefik(ctx, traefikBin, kubeconfig)
 }
 
 // start runs one component in its own process group (a Ctrl-C reaches the
 // test, which then tears the cluster down in order) with its output in
-// logs/<name>.log.
-func (c *cluster) start(name string, args ...string) {
+// logs/<name>.log, and returns its process ID.
+func (c *cluster) start(name string, args ...string) int {
 	log, err := os.Create(filepath.Join(stateDir, "logs", name+".log")) // #nosec G303 G304 -- a fixed path, so the next run finds what a killed one left; the lock guards it
 	must(c.t, err)
 	cmd := exec.Command(args[0], args[1:]...) // #nosec G204 G702 -- the cluster's components, built or installed for it
@@ -181,6 +182,7 @@ func (c *cluster) start(name string, args ...string) {
 		c.exited = append(c.exited, fmt.Sprintf("%s (%v)", name, err))
 		c.mu.Unlock()
 	}()
+	return cmd.Process.Pid
 }
 
 // waitFor polls ready until it succeeds, and fails the test when the time is

@@ -3,9 +3,12 @@
 //
 // By default it builds a single-node cluster from upstream Kubernetes as host
 // processes (cluster_test.go) with a registry on 127.0.0.1, and removes both
-// afterwards, also when a step fails. With KUBECONFIG and E2E_REGISTRY (make
-// e2e KUBECONFIG=... REGISTRY=...) it runs against that cluster instead and
-// starts and stops no cluster. Run it with `make e2e`.
+// afterwards, also when a step fails. Traefik serves the Ingress there, as in
+// k3s (traefik_test.go), and the walk's traffic goes through it too. With
+// KUBECONFIG and E2E_REGISTRY (make e2e KUBECONFIG=... REGISTRY=...) it runs
+// against that cluster instead and starts and stops no cluster; E2E_HOST sets
+// the Ingress's host and E2E_INGRESS_URL names the cluster's own ingress
+// (INGRESS_URL=http://<node>:80 for k3s's Traefik). Run it with `make e2e`.
 package e2e
 
 import (
@@ -33,11 +36,10 @@ const (
 	namespace = "hello-e2e"
 	image     = "hello-e2e" // the IMAGE knob: a name no one else uses in the shared Docker engine
 	greeting  = "Hello, TutorialHero!\n"
+	host      = "hello-e2e.localhost" // the Ingress's host unless E2E_HOST says otherwise
 
-	// The request stream during a rollout: steady, and bounded in count and time.
-	loadRate     = 20 // requests per second
-	loadMaxTime  = 3 * time.Minute
-	loadMaxCount = loadRate * 180
+	// The request streams during a rollout: steady, and bounded in count and time.
+	loadMaxTime = 3 * time.Minute
 )
 
 // client gives up on a request after 2 s, which no answer here should take.
@@ -51,7 +53,9 @@ type walk struct {
 	kubeconfig string
 	context    string // the kubectl context; "" for the kubeconfig's current one
 	registry   string
-	repo       string // the repository root, where make runs
+	host       string        // the Ingress's host (make's HOST)
+	ingress    ingressClient // the cluster's ingress controller; no url: not checked
+	repo       string        // the repository root, where make runs
 	steps      int
 	timings    []string
 }
@@ -78,9 +82,10 @@ func TestE2E(t *testing.T) {
 		w.checkMemoryLimit()
 		w.checkPodSecurity()
 	})
-	var url string
+	var direct, url string // the Service's ClusterIP, and the greeting there
 	w.step("serve", func() {
-		url = "http://" + w.get("service", "hello", "{.spec.clusterIP}") + "/TutorialHero"
+		direct = "http://" + w.get("service", "hello", "{.spec.clusterIP}")
+		url = direct + "/TutorialHero"
 		// kube-proxy learns of the new endpoints a moment after the rollout.
 		start := time.Now()
 		for err := greet(client, url); err != nil; err = greet(client, url) {
@@ -91,9 +96,16 @@ func TestE2E(t *testing.T) {
 		}
 		t.Logf("the Service answered after %s", since(start))
 		w.checkPortForward()
-		if got, want := w.get("ingress", "hello", "{.spec.ingressClassName} {.spec.rules[0].host}"), "traefik hello-e2e.localhost"; got != want {
+		if got, want := w.get("ingress", "hello", "{.spec.ingressClassName} {.spec.rules[0].host}"), "traefik "+w.host; got != want {
 			t.Errorf("Ingress class and host = %q, want %q", got, want)
 		}
+	})
+	w.step("serve through Traefik", func() {
+		if w.ingress.url == "" {
+			t.Logf("through Traefik: SKIPPED: INGRESS_URL is unset; make e2e ... INGRESS_URL=http://<node>:80 sends the walk through the cluster's ingress")
+			return
+		}
+		w.checkIngress(direct)
 	})
 	w.step("rollout restart under load", func() {
 		w.underLoad(url, func() {
@@ -147,7 +159,7 @@ func setup(t *testing.T) *walk {
 	}
 	repo, err := filepath.Abs("../..")
 	must(t, err)
-	w := &walk{t: t, ctx: ctx, repo: repo}
+	w := &walk{t: t, ctx: ctx, repo: repo, host: host}
 	t.Cleanup(func() {
 		if len(w.timings) > 0 {
 			t.Logf("step timings:\n  %s", strings.Join(w.timings, "\n  "))
@@ -156,6 +168,8 @@ func setup(t *testing.T) *walk {
 
 	if kubeconfig := os.Getenv("KUBECONFIG"); kubeconfig != "" {
 		w.kubeconfig, w.registry, w.context = kubeconfig, os.Getenv("E2E_REGISTRY"), os.Getenv("KUBE_CONTEXT")
+		w.host = cmp.Or(os.Getenv("E2E_HOST"), host)
+		w.ingress = ingressClient{client: keepAlive(), url: os.Getenv("E2E_INGRESS_URL"), host: w.host}
 		if w.registry == "" {
 			t.Fatal("KUBECONFIG names a cluster: set REGISTRY too, to a registry that cluster pulls from (make e2e KUBECONFIG=... REGISTRY=host:port)")
 		}
@@ -166,7 +180,7 @@ func setup(t *testing.T) *walk {
 		if _, err := w.kubectlOut("get", "namespace", namespace); err == nil {
 			t.Fatalf("namespace %s exists in that cluster: the suite deploys there and deletes it; remove it first", namespace)
 		}
-		t.Logf("existing cluster: KUBECONFIG=%s, registry %s", kubeconfig, w.registry)
+		t.Logf("existing cluster: KUBECONFIG=%s, registry %s, host %s, ingress %q", kubeconfig, w.registry, w.host, w.ingress.url)
 		t.Cleanup(func() {
 			if t.Failed() {
 				w.ctx = context.WithoutCancel(w.ctx)
@@ -176,13 +190,14 @@ func setup(t *testing.T) *walk {
 		return w
 	}
 
-	kubeBin, registryBin := os.Getenv("KUBE_BIN"), os.Getenv("REGISTRY_BIN")
-	if kubeBin == "" || registryBin == "" {
-		require(t, []string{"KUBE_BIN or REGISTRY_BIN unset: run the suite with make e2e, which builds Kubernetes and the registry and sets them"})
+	kubeBin, registryBin, traefikBin := os.Getenv("KUBE_BIN"), os.Getenv("REGISTRY_BIN"), os.Getenv("TRAEFIK_BIN")
+	if kubeBin == "" || registryBin == "" || traefikBin == "" {
+		require(t, []string{"KUBE_BIN, REGISTRY_BIN or TRAEFIK_BIN unset: run the suite with make e2e, which builds Kubernetes, the registry and Traefik and sets them"})
 	}
 	needs := map[string]string{
 		kubeBin + "/kubelet": "run the suite with make e2e: it builds Kubernetes into KUBE_BIN",
 		registryBin:          "run the suite with make e2e: it installs the registry into REGISTRY_BIN",
+		traefikBin:           "run the suite with make e2e: it builds Traefik into TRAEFIK_BIN",
 		"go":                 "install Go",
 	}
 	for pkg, cmds := range map[string][]string{ // Debian's packages
@@ -191,7 +206,7 @@ func setup(t *testing.T) *walk {
 		"runc":                        {"runc"},
 		"containernetworking-plugins": {cniBinDir + "/bridge", cniBinDir + "/host-local", cniBinDir + "/loopback"},
 		"iptables":                    {"iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"},
-		"iproute2":                    {"ip"},
+		"iproute2":                    {"ip", "ss"},
 		"conntrack":                   {"conntrack"},
 		"docker.io":                   {"docker"},
 		"make":                        {"make"},
@@ -211,7 +226,9 @@ func setup(t *testing.T) *walk {
 	w.kubectl = kubeBin + "/kubectl"
 	t.Setenv("KUBECACHEDIR", stateDir+"/kubectl-cache") // not ~/.kube/cache
 	start := time.Now()
-	w.kubeconfig, w.registry = startCluster(ctx, t, kubeBin, registryBin)
+	var ingressURL string
+	w.kubeconfig, w.registry, ingressURL = startCluster(ctx, t, kubeBin, registryBin, traefikBin)
+	w.ingress = ingressClient{client: keepAlive(), url: ingressURL, host: w.host}
 	w.context = nodeName // the kubeconfig's one context, named to exercise KUBE_CONTEXT
 	w.timings = append(w.timings, fmt.Sprintf("0 %-50s %s", "start the cluster", since(start)))
 	return w
@@ -271,7 +288,7 @@ func (w *walk) make(args ...string) {
 func (w *walk) makeOut(args ...string) (string, error) {
 	// #nosec G204 -- the suite exists to run the Makefile's targets
 	cmd := exec.CommandContext(w.ctx, "make", append([]string{"-C", w.repo, "--no-print-directory",
-		"IMAGE=" + image, "REGISTRY=" + w.registry, "NAMESPACE=" + namespace, "HOST=hello-e2e.localhost",
+		"IMAGE=" + image, "REGISTRY=" + w.registry, "NAMESPACE=" + namespace, "HOST=" + w.host,
 		"KUBECTL=" + w.kubectl, "KUBE_CONTEXT=" + w.context}, args...)...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+w.kubeconfig)
 	out, err := cmd.CombinedOutput()
@@ -419,60 +436,92 @@ func (w *walk) podImages() map[string][2]string {
 	return images
 }
 
-// underLoad sends a steady stream of requests to url while change runs and
-// until the replaced pods are gone, then asserts that none failed.
+// A stream is a steady flow of greetings during a rollout, bounded in count
+// and time.
+type stream struct {
+	via  string       // the way the requests take, named in the log line
+	rate int          // requests per second
+	send func() error // one request, its answer checked
+}
+
+// streams returns what a rollout runs under: requests to the Service's
+// ClusterIP (url), and through the ingress controller when there is one.
+func (w *walk) streams(url string) []stream {
+	// A new connection for every request: Go's client silently retries a
+	// request that failed on a reused connection, which would hide failures.
+	noReuse := &http.Client{Timeout: client.Timeout, Transport: &http.Transport{DisableKeepAlives: true}}
+	streams := []stream{{"through the Service's ClusterIP", 20, func() error { return greet(noReuse, url) }}}
+	if w.ingress.url == "" {
+		w.t.Logf("through Traefik: SKIPPED: INGRESS_URL is unset")
+		return streams
+	}
+	// Over keep-alive connections, as browsers send them and as Traefik
+	// keeps its own to the pods; greet counts a retry as a failure.
+	return append(streams, stream{"through Traefik", 100, func() error { return w.ingress.greet("/TutorialHero") }})
+}
+
+// underLoad runs the streams while change runs and until the replaced pods
+// are gone, then asserts that no request failed.
 func (w *walk) underLoad(url string, change func()) {
 	w.t.Helper()
 	ctx, stop := context.WithTimeout(w.ctx, loadMaxTime)
 	defer stop()
-	// A new connection for every request: Go's client silently retries a
-	// request that failed on a reused connection, which would hide failures.
-	noReuse := &http.Client{Timeout: client.Timeout, Transport: &http.Transport{DisableKeepAlives: true}}
-	var (
-		mu           sync.Mutex
+	type result struct {
+		stream
 		sent, failed int
 		errs         []string
-		requests     sync.WaitGroup
-		done         = make(chan struct{})
+	}
+	var (
+		mu       sync.Mutex
+		results  []*result
+		requests sync.WaitGroup
+		senders  sync.WaitGroup
 	)
 	start := time.Now()
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(time.Second / loadRate)
-		defer tick.Stop()
-		for range loadMaxCount {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			requests.Add(1)
-			go func() {
-				defer requests.Done()
-				err := greet(noReuse, url)
-				mu.Lock()
-				defer mu.Unlock()
-				sent++
-				if err != nil {
-					failed++
-					errs = append(errs, fmt.Sprintf("%s: %v", since(start), err))
+	for _, s := range w.streams(url) {
+		r := &result{stream: s}
+		results = append(results, r)
+		senders.Add(1)
+		go func() {
+			defer senders.Done()
+			tick := time.NewTicker(time.Second / time.Duration(s.rate))
+			defer tick.Stop()
+			for range s.rate * int(loadMaxTime/time.Second) {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
 				}
-			}()
-		}
-	}()
+				requests.Add(1)
+				go func() {
+					defer requests.Done()
+					err := s.send()
+					mu.Lock()
+					defer mu.Unlock()
+					r.sent++
+					if err != nil {
+						r.failed++
+						r.errs = append(r.errs, fmt.Sprintf("%s: %v", since(start), err))
+					}
+				}()
+			}
+		}()
+	}
 
 	change()
 	w.waitOldPodsGone()
 	cut := ctx.Err()
 	stop()
-	<-done
+	senders.Wait()
 	requests.Wait()
-	w.t.Logf("%d requests in %s at %d/s, %d failed", sent, since(start), loadRate, failed)
-	if failed > 0 {
-		w.t.Errorf("%d of %d requests failed:\n  %s", failed, sent, strings.Join(errs[:min(len(errs), 20)], "\n  "))
-	}
-	if cut != nil || sent < 2*loadRate {
-		w.t.Errorf("the stream covered the rollout only partly (%d requests, cut: %v)", sent, cut)
+	for _, r := range results {
+		w.t.Logf("%s: %d requests in %s at %d/s, %d failed", r.via, r.sent, since(start), r.rate, r.failed)
+		if r.failed > 0 {
+			w.t.Errorf("%s: %d of %d requests failed:\n  %s", r.via, r.failed, r.sent, strings.Join(r.errs[:min(len(r.errs), 20)], "\n  "))
+		}
+		if cut != nil || r.sent < 2*r.rate {
+			w.t.Errorf("%s: the stream covered the rollout only partly (%d requests, cut: %v)", r.via, r.sent, cut)
+		}
 	}
 }
 
@@ -491,21 +540,35 @@ func (w *walk) waitOldPodsGone() {
 	}
 }
 
-// greet asks for the greeting and checks the answer.
+// greet asks url for the greeting and checks the answer.
 func greet(client *http.Client, url string) error {
-	resp, err := client.Get(url)
+	code, body, err := get(context.Background(), client, url, "")
 	if err != nil {
 		return err
+	}
+	if code != http.StatusOK || body != greeting {
+		return fmt.Errorf("GET %s = %d %q, want 200 %q", url, code, body, greeting)
+	}
+	return nil
+}
+
+// get sends one GET to url, with a Host header when host is set, and returns
+// the status and the body.
+func get(ctx context.Context, client *http.Client, url, host string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	if host != "" {
+		req.Host = host
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK || string(body) != greeting {
-		return fmt.Errorf("GET %s = %d %q, want 200 %q", url, resp.StatusCode, body, greeting)
-	}
-	return nil
+	return resp.StatusCode, string(body), err
 }
 
 func indent(out string) string {
