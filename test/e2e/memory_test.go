@@ -25,7 +25,7 @@ func (w *walk) checkMemoryLimit() {
 	for _, pod := range pods {
 		var start struct {
 			Msg        string
-			GOMEMLIMIT *int64 `json:"gomemlimit"`
+			GOMEMLIMIT int64 `json:"gomemlimit"`
 		}
 		lines := bufio.NewScanner(strings.NewReader(w.kubectlRun("logs", pod, "-c", "hello")))
 		for lines.Scan() && start.Msg != "listening" {
@@ -34,7 +34,7 @@ func (w *walk) checkMemoryLimit() {
 		switch {
 		case start.Msg != "listening":
 			w.t.Errorf("pod %s logged no start line", pod)
-		case start.GOMEMLIMIT == nil || *start.GOMEMLIMIT != q.Value():
+		case start.GOMEMLIMIT != q.Value():
 			w.t.Errorf("pod %s: gomemlimit %v in its start line, want the memory limit %s = %d bytes", pod, start.GOMEMLIMIT, limit, q.Value())
 		}
 	}
