@@ -396,9 +396,10 @@ func (l *connLimit) Accept() (net.Conn, error) {
 // evictLocked closes the connection idle the longest, if any is idle.
 func (l *connLimit) evictLocked() bool {
 	var oldest *limitedConn
+	var since uint64 // oldest's stamp, as read here: a stamp can change meanwhile
 	for c := range l.conns {
-		if t := c.idle.Load(); t != 0 && !c.closed.Load() && (oldest == nil || t < oldest.idle.Load()) {
-			oldest = c
+		if t := c.idle.Load(); t != 0 && !c.closed.Load() && (oldest == nil || t < since) {
+			oldest, since = c, t
 		}
 	}
 	if oldest == nil || !oldest.closed.CompareAndSwap(false, true) {
