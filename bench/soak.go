@@ -92,18 +92,11 @@ func soakLoad(c soakConfig, p *proc) (string, error) {
 	sampled := make(chan struct{})
 	go func() {
 		defer close(sampled)
-		tick := time.NewTicker(250 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-tick.C:
-				if v, err := p.rss(); err == nil {
-					samples = append(samples, v)
-				}
+		every(250*time.Millisecond, stop, func() {
+			if v, err := p.rss(); err == nil {
+				samples = append(samples, v)
 			}
-		}
+		})
 	}()
 	r, err := wrk(p.url(), 2, c.conns, c.duration, "")
 	close(stop)
