@@ -472,12 +472,12 @@ func TestConnLimit(t *testing.T) {
 		s := limitedServer(t, max)
 		var conns []*clientConn
 		for i := range max {
-			c := s.dial(t)
+			c := dial(t, s.addr)
 			c.get(t, fmt.Sprintf("/%d", i), time.Second)
 			<-s.idle // the server has it idle, in this order
 			conns = append(conns, c)
 		}
-		s.dial(t).get(t, "/ninth", time.Second)
+		dial(t, s.addr).get(t, "/ninth", time.Second)
 		if err := conns[0].closed(); err != nil {
 			t.Errorf("longest-idle connection: %v", err)
 		}
@@ -489,12 +489,12 @@ func TestConnLimit(t *testing.T) {
 		s := limitedServer(t, max)
 		var conns []*clientConn
 		for range max {
-			c := s.dial(t)
+			c := dial(t, s.addr)
 			c.send(t, "/hold")
 			<-s.held
 			conns = append(conns, c)
 		}
-		ninth := s.dial(t)
+		ninth := dial(t, s.addr)
 		ninth.send(t, "/ninth")
 		ninth.deadline(t, 300*time.Millisecond)
 		if resp, err := http.ReadResponse(ninth.r, nil); err == nil {
@@ -556,9 +556,10 @@ type clientConn struct {
 	r *bufio.Reader
 }
 
-func (s *limitServer) dial(t *testing.T) *clientConn {
+// dial opens a keep-alive connection to addr.
+func dial(t *testing.T, addr string) *clientConn {
 	t.Helper()
-	c, err := net.Dial("tcp", s.addr)
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -612,10 +613,9 @@ func (c *clientConn) closed() error {
 // client is served and the first, idle, connection is closed.
 func TestRunMaxConns(t *testing.T) {
 	s := start(t, nil, "-addr", "127.0.0.1:0", "-max-conns", "1")
-	ls := &limitServer{addr: s.addr}
-	first := ls.dial(t)
+	first := dial(t, s.addr)
 	first.get(t, "/first", 5*time.Second)
-	ls.dial(t).get(t, "/second", 5*time.Second)
+	dial(t, s.addr).get(t, "/second", 5*time.Second)
 	if err := first.closed(); err != nil {
 		t.Errorf("the idle connection at -max-conns 1: %v", err)
 	}
