@@ -220,10 +220,7 @@ func (c *cluster) kubectlQuiet(ctx context.Context, kubeconfig string, args ...s
 
 // startRegistry runs CNCF Distribution on a free port of 127.0.0.1.
 func (c *cluster) startRegistry(ctx context.Context, registryBin string) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	must(c.t, err)
-	addr := l.Addr().String()
-	_ = l.Close() // only its port was wanted; were it still bound, the registry would say so
+	addr := c.freeAddr("127.0.0.1")
 	config := fmt.Sprintf("version: 0.1\nlog: {level: warn}\nstorage: {filesystem: {rootdirectory: %s/registry}}\nhttp: {addr: %s}\n", stateDir, addr)
 	must(c.t, os.WriteFile(stateDir+"/registry.yaml", []byte(config), 0o600)) // #nosec G303 -- a fixed path, so the next run finds what a killed one left; the lock guards it
 	// Without OTEL_TRACES_EXPORTER=none the registry sends traces to localhost:4318.
@@ -235,6 +232,15 @@ func (c *cluster) startRegistry(ctx context.Context, registryBin string) string 
 // network puts the node IP on a bridge with no ports and routes the service
 // range into it: a packet to a Service address that kube-proxy does not
 // rewrite ends there instead of on the default route.
+// freeAddr returns host:port with a port that is free on host just now, for
+// a component to listen on.
+func (c *cluster) freeAddr(host string) string {
+	l, err := net.Listen("tcp", host+":0")
+	must(c.t, err)
+	_ = l.Close() // only its port was wanted; were it still bound, the component would say so
+	return l.Addr().String()
+}
+
 func (c *cluster) network() {
 	for _, args := range [][]string{
 		{"link", "add", nodeBridge, "type", "bridge"},

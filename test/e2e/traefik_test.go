@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptrace"
 	"os"
@@ -45,10 +44,7 @@ func (c *cluster) startTraefik(ctx context.Context, traefikBin, kubeconfig strin
 		c.t.Fatalf("a token for Traefik's ServiceAccount: %v", err)
 	}
 
-	l, err := net.Listen("tcp", nodeIP+":0")
-	must(c.t, err)
-	addr := l.Addr().String()
-	must(c.t, l.Close())
+	addr := c.freeAddr(nodeIP)
 	// The token in a file only root reads, not on the command line, where
 	// any local user could read it.
 	config := fmt.Sprintf(`global: {checkNewVersion: false, sendAnonymousUsage: false}
