@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"debug/elf"
 	"encoding/json"
@@ -916,12 +917,22 @@ func TestBinary(t *testing.T) {
 			if err := cmd.Process.Signal(os.Interrupt); err != nil {
 				t.Fatal(err)
 			}
-			if !exits(cmd, 20*time.Second) {
-				t.Fatalf("hello %q still runs 20 s after a second Ctrl-C", tc.args)
-			}
+			// Read stdout to its end before Wait, which closes the pipe and
+			// can lose the last lines (os/exec: StdoutPipe).
 			var last string
-			for l := range logged {
-				last = l
+			for limit := time.After(20 * time.Second); logged != nil; {
+				select {
+				case l, ok := <-logged:
+					if !ok {
+						logged = nil
+					}
+					last = cmp.Or(l, last)
+				case <-limit:
+					t.Fatalf("hello %q still runs 20 s after a second Ctrl-C", tc.args)
+				}
+			}
+			if !exits(cmd, 20*time.Second) {
+				t.Fatalf("hello %q closed stdout but still runs 20 s later", tc.args)
 			}
 			if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(last, `"msg":"second signal: stopping at once"`) {
 				t.Errorf("hello %q after a second Ctrl-C: exit %d, last line %q; want 1 and a line saying so", tc.args, code, last)
