@@ -512,19 +512,44 @@ func TestConnLimit(t *testing.T) {
 			}
 		}
 	})
+	// A connection its client closes must leave the count: else, after max
+	// of them over the process's life, Accept waits forever.
+	for _, batch := range []int{1, 4} {
+		t.Run(fmt.Sprintf("100 clients close, %d at a time", batch), func(t *testing.T) {
+			s := limitedServer(t, max)
+			const clients = 100
+			for i := 0; i < clients; i += batch {
+				var conns []*clientConn
+				for range batch {
+					conns = append(conns, dial(t, s.addr))
+				}
+				for j, c := range conns {
+					c.get(t, fmt.Sprintf("/%d", i+j), time.Second)
+					<-s.idle // the server has it idle: at the cap it goes before a newer one
+				}
+				for _, c := range conns {
+					_ = c.Close() // the client's own close: nothing to check
+				}
+			}
+			if !eventually(func() bool { return s.l.count() == 0 }) {
+				t.Errorf("held connections after %d clients closed = %d, want 0", clients, s.l.count())
+			}
+		})
+	}
 }
 
 // limitServer is an http.Server behind limitConns whose handler holds /hold
 // until released, and which reports each connection that goes idle.
 type limitServer struct {
 	addr          string
+	l             *connLimit
 	held, release chan struct{}
 	idle          chan struct{}
 }
 
 func limitedServer(t *testing.T, max int) *limitServer {
-	s := &limitServer{held: make(chan struct{}, max), release: make(chan struct{}), idle: make(chan struct{}, 4*max)}
-	l := limitConns(listen(t).(*net.TCPListener), max)
+	l := limiter(t, max)
+	s := &limitServer{l: l, held: make(chan struct{}, max), release: make(chan struct{}), idle: make(chan struct{}, 4*max)}
 	srv := &http.Server{
 		ReadHeaderTimeout: 5 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -548,6 +573,36 @@ func limitedServer(t *testing.T, max int) *limitServer {
 	t.Cleanup(func() { _ = srv.Close() }) // ends the test's server, nothing to check
 	s.addr = l.Addr().String()
 	return s
+}
+
+// limiter is limitConns on a fresh port, closed at the end of the test.
+func limiter(t *testing.T, max int) *connLimit {
+	l := limitConns(listen(t).(*net.TCPListener), max)
+	t.Cleanup(func() { _ = l.Close() }) // also wakes an Accept a failed test left waiting
+	return l
+}
+
+// count is how many connections l holds.
+func (l *connLimit) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
+
+// eventually polls cond, which reads the state itself, until it holds or
+// 5 s pass.
+func eventually(cond func() bool) bool {
+	deadline := time.After(5 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			return false
+		}
+	}
+	return true
 }
 
 // clientConn is a keep-alive client connection that sends raw requests.
