@@ -589,6 +589,14 @@ func (l *connLimit) count() int {
 	return len(l.conns)
 }
 
+// parked is true while Accept waits for room: it sets and clears waiting
+// only while it holds the lock, so under the lock true means it is in Wait.
+func (l *connLimit) parked() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.waiting.Load()
+}
+
 // eventually polls cond, which reads the state itself, until it holds or
 // 5 s pass.
 func eventually(cond func() bool) bool {
@@ -662,6 +670,77 @@ func (c *clientConn) closed() error {
 		return fmt.Errorf("read = %v, want EOF: the server kept it open", err)
 	}
 	return nil
+}
+
+// TestLimitAcceptWaits: at the cap, with its one connection mid-request,
+// Accept waits for room; whatever makes room, or closes the listener, must
+// end the wait at once. Without the wake-up, hello stops taking clients (a
+// close), or Shutdown waits for Serve until its timeout (the listener).
+func TestLimitAcceptWaits(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		then    func(l *connLimit, held net.Conn)
+		wantErr error // nil: Accept returns the waiting client's connection
+	}{
+		{"held connection closes", func(_ *connLimit, held net.Conn) { _ = held.Close() }, nil},
+		{"held connection goes idle", func(l *connLimit, held net.Conn) { l.track(held, http.StateIdle) }, nil},
+		{"listener closes", func(l *connLimit, _ net.Conn) { _ = l.Close() }, net.ErrClosed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := limiter(t, 1)
+			_, first := acceptNext(t, l)
+			held := within(t, first, "at an empty limiter").c
+			l.track(held, http.StateActive)
+			_, next := acceptNext(t, l)
+			if !eventually(l.parked) {
+				t.Fatal("Accept at the cap with its one connection mid-request: not waiting after 5 s, want it to wait")
+			}
+			tc.then(l, held)
+			got := within(t, next, "after "+tc.name)
+			if (got.c != nil) != (tc.wantErr == nil) || !errors.Is(got.err, tc.wantErr) {
+				t.Errorf("Accept after %s = connection %t, error %v; want connection %t, error %v",
+					tc.name, got.c != nil, got.err, tc.wantErr == nil, tc.wantErr)
+			}
+			if n := l.count(); n != 1 {
+				t.Errorf("held connections after %s = %d, want 1", tc.name, n)
+			}
+		})
+	}
+}
+
+// accepted is what one call of Accept returned.
+type accepted struct {
+	c   net.Conn
+	err error
+}
+
+// acceptNext dials l and calls l.Accept in the background; what Accept
+// returns comes on the channel.
+func acceptNext(t *testing.T, l *connLimit) (*clientConn, <-chan accepted) {
+	t.Helper()
+	client := dial(t, l.Addr().String())
+	done := make(chan accepted, 1)
+	go func() {
+		c, err := l.Accept()
+		done <- accepted{c, err}
+	}()
+	return client, done
+}
+
+// within returns what Accept returned, and fails the test when Accept still
+// waits after a second.
+func within(t *testing.T, done <-chan accepted, when string) accepted {
+	t.Helper()
+	select {
+	case a := <-done:
+		if a.c != nil {
+			t.Cleanup(func() { _ = a.c.Close() }) // may be closed already
+		}
+		return a
+	case <-time.After(time.Second):
+		t.Fatalf("Accept %s: still waiting after 1 s, want it to return", when)
+		return accepted{}
+	}
 }
 
 // TestRunMaxConns: -max-conns reaches the server: with a cap of 1, a second
