@@ -708,6 +708,26 @@ func TestLimitAcceptWaits(t *testing.T) {
 	}
 }
 
+// TestLimitEvictedAsRequestStarts: net/http reads a request before its
+// StateActive hook runs, so an eviction can land between the two. The
+// evicted connection is forgotten once: its late hook, and net/http's own
+// Close after the answer fails, leave the count alone.
+func TestLimitEvictedAsRequestStarts(t *testing.T) {
+	l := limiter(t, 1)
+	client, first := acceptNext(t, l)
+	evicted := within(t, first, "at an empty limiter").c
+	_, second := acceptNext(t, l)
+	within(t, second, "at the cap with one idle connection")
+	if err := client.closed(); err != nil {
+		t.Errorf("the connection evicted for a second one: %v", err)
+	}
+	l.track(evicted, http.StateActive)
+	_ = evicted.Close() // fails: closed already
+	if n := l.count(); n != 1 {
+		t.Errorf("held connections after the evicted one's request started and ended = %d, want 1", n)
+	}
+}
+
 // accepted is what one call of Accept returned.
 type accepted struct {
 	c   net.Conn
