@@ -728,6 +728,31 @@ func TestLimitEvictedAsRequestStarts(t *testing.T) {
 	}
 }
 
+// TestLimitEvictsNoneWhileOneCloses: a connection whose Close has begun
+// makes room by itself and then wakes Accept. Evicting another meanwhile
+// cuts off a client for nothing, such as a new one whose request is on its
+// way: under load, one of the 100 clients above now and then.
+func TestLimitEvictsNoneWhileOneCloses(t *testing.T) {
+	l := limiter(t, 2)
+	_, first := acceptNext(t, l)
+	fresh := within(t, first, "at an empty limiter").c
+	_, second := acceptNext(t, l)
+	closing := within(t, second, "with room for a second").c
+	l.mu.Lock()
+	go func() { _ = closing.Close() }() // claims it, then waits for the lock
+	began := eventually(closing.(*limitedConn).closed.Load)
+	if began {
+		l.evictLocked() // what Accept does at the cap, while that Close waits
+	}
+	l.mu.Unlock()
+	if !began {
+		t.Fatal("Close of a held connection: not begun after 5 s")
+	}
+	if fresh.(*limitedConn).closed.Load() {
+		t.Error("at the cap while one connection closes, a fresh one was evicted; want it kept: the close makes room")
+	}
+}
+
 // accepted is what one call of Accept returned.
 type accepted struct {
 	c   net.Conn
