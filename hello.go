@@ -393,12 +393,16 @@ func (l *connLimit) Accept() (net.Conn, error) {
 	return c, nil
 }
 
-// evictLocked closes the connection idle the longest, if any is idle.
+// evictLocked closes the connection idle the longest, if any is idle and
+// none is closing.
 func (l *connLimit) evictLocked() bool {
 	var oldest *limitedConn
 	var since uint64 // oldest's stamp, as read here: a stamp can change meanwhile
 	for c := range l.conns {
-		if t := c.idle.Load(); t != 0 && !c.closed.Load() && (oldest == nil || t < since) {
+		if c.closed.Load() {
+			return false // its Close waits for mu to make room, then wakes Accept
+		}
+		if t := c.idle.Load(); t != 0 && (oldest == nil || t < since) {
 			oldest, since = c, t
 		}
 	}

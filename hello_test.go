@@ -513,19 +513,44 @@ func TestConnLimit(t *testing.T) {
 			}
 		}
 	})
+	// A connection its client closes must leave the count: else, after max
+	// of them over the process's life, Accept waits forever.
+	for _, batch := range []int{1, 4} {
+		t.Run(fmt.Sprintf("100 clients close, %d at a time", batch), func(t *testing.T) {
+			s := limitedServer(t, max)
+			const clients = 100
+			for i := 0; i < clients; i += batch {
+				var conns []*clientConn
+				for range batch {
+					conns = append(conns, dial(t, s.addr))
+				}
+				for j, c := range conns {
+					c.get(t, fmt.Sprintf("/%d", i+j), time.Second)
+					<-s.idle // the server has it idle: at the cap it goes before a newer one
+				}
+				for _, c := range conns {
+					_ = c.Close() // the client's own close: nothing to check
+				}
+			}
+			if !eventually(func() bool { return s.l.count() == 0 }) {
+				t.Errorf("held connections after %d clients closed = %d, want 0", clients, s.l.count())
+			}
+		})
+	}
 }
 
 // limitServer is an http.Server behind limitConns whose handler holds /hold
 // until released, and which reports each connection that goes idle.
 type limitServer struct {
 	addr          string
+	l             *connLimit
 	held, release chan struct{}
 	idle          chan struct{}
 }
 
 func limitedServer(t *testing.T, max int) *limitServer {
-	s := &limitServer{held: make(chan struct{}, max), release: make(chan struct{}), idle: make(chan struct{}, 4*max)}
-	l := limitConns(listen(t).(*net.TCPListener), max)
+	l := limiter(t, max)
+	s := &limitServer{l: l, held: make(chan struct{}, max), release: make(chan struct{}), idle: make(chan struct{}, 4*max)}
 	srv := &http.Server{
 		ReadHeaderTimeout: 5 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -549,6 +574,44 @@ func limitedServer(t *testing.T, max int) *limitServer {
 	t.Cleanup(func() { _ = srv.Close() }) // ends the test's server, nothing to check
 	s.addr = l.Addr().String()
 	return s
+}
+
+// limiter is limitConns on a fresh port, closed at the end of the test.
+func limiter(t *testing.T, max int) *connLimit {
+	l := limitConns(listen(t).(*net.TCPListener), max)
+	t.Cleanup(func() { _ = l.Close() }) // also wakes an Accept a failed test left waiting
+	return l
+}
+
+// count is how many connections l holds.
+func (l *connLimit) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
+}
+
+// parked is true while Accept waits for room: it sets and clears waiting
+// only while it holds the lock, so under the lock true means it is in Wait.
+func (l *connLimit) parked() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.waiting.Load()
+}
+
+// eventually polls cond, which reads the state itself, until it holds or
+// 5 s pass.
+func eventually(cond func() bool) bool {
+	deadline := time.After(5 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			return false
+		}
+	}
+	return true
 }
 
 // clientConn is a keep-alive client connection that sends raw requests.
@@ -608,6 +671,122 @@ func (c *clientConn) closed() error {
 		return fmt.Errorf("read = %v, want EOF: the server kept it open", err)
 	}
 	return nil
+}
+
+// TestLimitAcceptWaits: at the cap, with its one connection mid-request,
+// Accept waits for room; whatever makes room, or closes the listener, must
+// end the wait at once. Without the wake-up, hello stops taking clients (a
+// close), or Shutdown waits for Serve until its timeout (the listener).
+func TestLimitAcceptWaits(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		then    func(l *connLimit, held net.Conn)
+		wantErr error // nil: Accept returns the waiting client's connection
+	}{
+		{"held connection closes", func(_ *connLimit, held net.Conn) { _ = held.Close() }, nil},
+		{"held connection goes idle", func(l *connLimit, held net.Conn) { l.track(held, http.StateIdle) }, nil},
+		{"listener closes", func(l *connLimit, _ net.Conn) { _ = l.Close() }, net.ErrClosed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := limiter(t, 1)
+			_, first := acceptNext(t, l)
+			held := within(t, first, "at an empty limiter").c
+			l.track(held, http.StateActive)
+			_, next := acceptNext(t, l)
+			if !eventually(l.parked) {
+				t.Fatal("Accept at the cap with its one connection mid-request: not waiting after 5 s, want it to wait")
+			}
+			tc.then(l, held)
+			got := within(t, next, "after "+tc.name)
+			if (got.c != nil) != (tc.wantErr == nil) || !errors.Is(got.err, tc.wantErr) {
+				t.Errorf("Accept after %s = connection %t, error %v; want connection %t, error %v",
+					tc.name, got.c != nil, got.err, tc.wantErr == nil, tc.wantErr)
+			}
+			if n := l.count(); n != 1 {
+				t.Errorf("held connections after %s = %d, want 1", tc.name, n)
+			}
+		})
+	}
+}
+
+// TestLimitEvictedAsRequestStarts: net/http reads a request before its
+// StateActive hook runs, so an eviction can land between the two. The
+// evicted connection is forgotten once: its late hook, and net/http's own
+// Close after the answer fails, leave the count alone.
+func TestLimitEvictedAsRequestStarts(t *testing.T) {
+	l := limiter(t, 1)
+	client, first := acceptNext(t, l)
+	evicted := within(t, first, "at an empty limiter").c
+	_, second := acceptNext(t, l)
+	within(t, second, "at the cap with one idle connection")
+	if err := client.closed(); err != nil {
+		t.Errorf("the connection evicted for a second one: %v", err)
+	}
+	l.track(evicted, http.StateActive)
+	_ = evicted.Close() // fails: closed already
+	if n := l.count(); n != 1 {
+		t.Errorf("held connections after the evicted one's request started and ended = %d, want 1", n)
+	}
+}
+
+// TestLimitEvictsNoneWhileOneCloses: a connection whose Close has begun
+// makes room by itself and then wakes Accept. Evicting another meanwhile
+// cuts off a client for nothing, such as a new one whose request is on its
+// way: under load, one of the 100 clients above now and then.
+func TestLimitEvictsNoneWhileOneCloses(t *testing.T) {
+	l := limiter(t, 2)
+	_, first := acceptNext(t, l)
+	fresh := within(t, first, "at an empty limiter").c
+	_, second := acceptNext(t, l)
+	closing := within(t, second, "with room for a second").c
+	l.mu.Lock()
+	go func() { _ = closing.Close() }() // claims it, then waits for the lock
+	began := eventually(closing.(*limitedConn).closed.Load)
+	if began {
+		l.evictLocked() // what Accept does at the cap, while that Close waits
+	}
+	l.mu.Unlock()
+	if !began {
+		t.Fatal("Close of a held connection: not begun after 5 s")
+	}
+	if fresh.(*limitedConn).closed.Load() {
+		t.Error("at the cap while one connection closes, a fresh one was evicted; want it kept: the close makes room")
+	}
+}
+
+// accepted is what one call of Accept returned.
+type accepted struct {
+	c   net.Conn
+	err error
+}
+
+// acceptNext dials l and calls l.Accept in the background; what Accept
+// returns comes on the channel.
+func acceptNext(t *testing.T, l *connLimit) (*clientConn, <-chan accepted) {
+	t.Helper()
+	client := dial(t, l.Addr().String())
+	done := make(chan accepted, 1)
+	go func() {
+		c, err := l.Accept()
+		done <- accepted{c, err}
+	}()
+	return client, done
+}
+
+// within returns what Accept returned, and fails the test when Accept still
+// waits after a second.
+func within(t *testing.T, done <-chan accepted, when string) accepted {
+	t.Helper()
+	select {
+	case a := <-done:
+		if a.c != nil {
+			t.Cleanup(func() { _ = a.c.Close() }) // may be closed already
+		}
+		return a
+	case <-time.After(time.Second):
+		t.Fatalf("Accept %s: still waiting after 1 s, want it to return", when)
+		return accepted{}
+	}
 }
 
 // TestRunMaxConns: -max-conns reaches the server: with a cap of 1, a second
