@@ -4,7 +4,8 @@
 
 # Knobs.
 IMAGE    ?= hello
-VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# --abbrev=12: a fixed length, so every clone of one commit names it alike.
+VERSION  ?= $(shell git describe --tags --always --dirty --abbrev=12 2>/dev/null || echo dev)
 TAG      ?= $(VERSION)
 REGISTRY ?= localhost:5000
 GOARCH   ?= amd64
@@ -17,8 +18,14 @@ STATICCHECK_VERSION ?= v0.8.2
 GOSEC_VERSION ?= v2.30.0
 # CNCF Distribution, the registry the container and cluster suites push to.
 REGISTRY_VERSION ?= v3.0.0
+# cosign signs what docker-push pushes; cyclonedx-gomod writes its SBOM.
+COSIGN_VERSION ?= v2.6.5
+CYCLONEDX_VERSION ?= v1.10.0
+# The cosign binary: the pinned one, built on first use, or your own.
+COSIGN   ?= $(TOOLS)/cosign@$(COSIGN_VERSION)/cosign
 
-KNOBS := IMAGE VERSION TAG REGISTRY GOARCH PORT BIN TOOLS STATICCHECK_VERSION GOSEC_VERSION REGISTRY_VERSION
+KNOBS := IMAGE VERSION TAG REGISTRY GOARCH PORT BIN TOOLS STATICCHECK_VERSION GOSEC_VERSION REGISTRY_VERSION \
+	COSIGN_VERSION CYCLONEDX_VERSION COSIGN
 
 REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 # -trimpath and a version from git (not from the build's VCS stamp) make two
@@ -28,6 +35,11 @@ GOBUILD := CGO_ENABLED=0 go build -trimpath -buildvcs=false \
 STATICCHECK := $(TOOLS)/staticcheck@$(STATICCHECK_VERSION)/staticcheck
 GOSEC := $(TOOLS)/gosec@$(GOSEC_VERSION)/gosec
 REGISTRY_BIN := $(TOOLS)/registry@$(REGISTRY_VERSION)/registry
+COSIGN_BIN := $(TOOLS)/cosign@$(COSIGN_VERSION)/cosign
+CYCLONEDX := $(TOOLS)/cyclonedx-gomod@$(CYCLONEDX_VERSION)/cyclonedx-gomod
+# release/ (a module of its own, on go-containerregistry) pushes reproducible
+# images and resolves a tag to a verified digest.
+RELEASE := .cache/bin/release
 
 .DEFAULT_GOAL := help
 .PHONY: help go-run go-build test unit lint clean
@@ -41,11 +53,14 @@ help: ## List the targets and the knobs with their current values
 go-run: ## Run the service from source on $(PORT)
 	go run -ldflags '-X main.version=$(VERSION)' . -addr :$(PORT)
 
+# The image's COPY keeps the file's mode: under umask 077 it would be 0700,
+# which user 65534 cannot run, and another image digest.
 go-build: ## Build $(BIN): static linux/$(GOARCH), stripped, version stamped
 	GOOS=linux GOARCH=$(GOARCH) $(GOBUILD) -o $(BIN) .
+	chmod 0755 $(BIN)
 
-# The root module and each suite with a go.mod of its own.
-MODULES := . $(patsubst %/go.mod,%,$(wildcard test/*/go.mod))
+# The root module, the release tool and each suite with a go.mod of its own.
+MODULES := . release $(patsubst %/go.mod,%,$(wildcard test/*/go.mod))
 
 test: lint unit container-test soak-short ## Everything a change must pass: lint, unit, container-test, soak-short
 
@@ -73,6 +88,16 @@ $(GOSEC):
 $(REGISTRY_BIN):
 	GOBIN=$(@D) go install github.com/distribution/distribution/v3/cmd/registry@$(REGISTRY_VERSION)
 
+# ~10 min cold on 2 cores.
+$(COSIGN_BIN):
+	GOBIN=$(@D) go install github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION)
+
+$(CYCLONEDX):
+	GOBIN=$(@D) go install github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@$(CYCLONEDX_VERSION)
+
+$(RELEASE): release/go.mod release/go.sum release/main.go
+	cd release && CGO_ENABLED=0 go build -trimpath -o $(abspath $@) .
+
 clean: ## Remove the built binary, and the images as docker-clean does
 	rm -f $(BIN)
 
@@ -81,18 +106,27 @@ clean: ## Remove the built binary, and the images as docker-clean does
 # one image per platform (as $(TAG)-<arch>), then one index under $(TAG) that
 # lists them all, so an amd64 server and an arm64 Raspberry Pi pull one tag.
 PLATFORMS ?=
-# Where the source lives, for the image's label. Any user:token@ is cut off.
-SOURCE    ?= $(shell git remote get-url origin 2>/dev/null | sed 's,//[^/@]*@,//,')
-KNOBS += PLATFORMS SOURCE
+# The repository's address, for the image's label: set it for a release
+# (SOURCE=https://github.com/you/hello). It is part of the image digest, so it
+# is not read from the clone's origin, which differs from clone to clone.
+SOURCE    ?=
+# Every timestamp in the pushed image: the commit's time, so that one commit
+# gives one digest whenever and wherever it is built.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+# docker-push signs with SIGNING_KEY, made on first use when missing (a key
+# pair with an empty password; set COSIGN_PASSWORD for a key of your own);
+# kubernetes-apply verifies with VERIFY_KEY.
+SIGNING_KEY ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/hello/cosign.key
+VERIFY_KEY  ?= $(SIGNING_KEY:.key=.pub)
+KNOBS += PLATFORMS SOURCE SOURCE_DATE_EPOCH SIGNING_KEY VERIFY_KEY
+export COSIGN_PASSWORD ?=
 
 ARCHS := $(PLATFORMS:linux/%=%)
-# Every name docker-build and docker-push give an image for $(TAG).
+# Every name docker-build gives an image for $(TAG), and the names a pull of
+# what docker-push pushed brings.
 IMAGE_REFS = $(foreach t,$(TAG) $(ARCHS:%=$(TAG)-%),$(IMAGE):$(t) $(REGISTRY)/$(IMAGE):$(t))
-# The Docker CLI's manifest commands do not share the daemon's rule that
-# loopback registries speak plain HTTP; say so for those registries only.
-MANIFEST_INSECURE := $(if $(filter localhost:% 127.%,$(REGISTRY)),--insecure)
 
-.PHONY: docker-build docker-run docker-push docker-clean container-test registry-check
+.PHONY: docker-build docker-run docker-push docker-clean container-test registry-check signing-key
 
 # The build context is BIN's folder and the Dockerfile copies the file named
 # hello from it: BIN=/tmp/x/hello builds from /tmp/x, leaving ./hello alone.
@@ -108,26 +142,45 @@ docker-run: docker-build ## Run the image on 127.0.0.1:$(PORT), locked down as i
 	docker run --rm --read-only --cap-drop ALL --security-opt no-new-privileges \
 		-e PORT=$(PORT) -p 127.0.0.1:$(PORT):$(PORT) $(IMAGE):$(TAG)
 
-docker-push: registry-check $(if $(ARCHS),,docker-build) ## Push $(REGISTRY)/$(IMAGE):$(TAG); with PLATFORMS, one multi-arch index
+# The pushed image is the built one with what makes two builds differ taken
+# out (docs/image.md): every timestamp is SOURCE_DATE_EPOCH, and the history
+# and the builder's IDs are gone. Then cosign signs its digest, for $(TAG),
+# and attaches the binary's CycloneDX SBOM as a signed attestation. No
+# transparency log is written: docs/image.md says what one adds.
+COSIGN_SIGN = $(COSIGN) sign --key $(SIGNING_KEY) --tlog-upload=false --yes -a tag=$(TAG)
+docker-push: registry-check signing-key $(RELEASE) $(CYCLONEDX) $(if $(ARCHS),,docker-build) ## Push $(REGISTRY)/$(IMAGE):$(TAG) reproducibly, sign it, attest its SBOM; with PLATFORMS, one index
 ifeq ($(ARCHS),)
-	docker tag $(IMAGE):$(TAG) $(REGISTRY)/$(IMAGE):$(TAG)
-	docker push $(REGISTRY)/$(IMAGE):$(TAG)
+	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
+	docker save -o "$$dir/image.tar" $(IMAGE):$(TAG); \
+	$(CYCLONEDX) bin -json -std -noserial -notimestamp -version $(VERSION) -output "$$dir/sbom.json" $(BIN); \
+	ref=$$($(RELEASE) push -epoch $(SOURCE_DATE_EPOCH) "$$dir/image.tar" $(REGISTRY)/$(IMAGE):$(TAG)); \
+	echo "pushed $$ref"; \
+	$(COSIGN_SIGN) "$$ref"; \
+	$(COSIGN) attest --key $(SIGNING_KEY) --tlog-upload=false --yes --type cyclonedx --predicate "$$dir/sbom.json" "$$ref"; \
+	echo "$$ref"
 else
 	set -e; for arch in $(ARCHS); do \
 		$(MAKE) docker-push PLATFORMS= GOARCH=$$arch TAG=$(TAG)-$$arch; \
 	done
-	docker manifest rm $(REGISTRY)/$(IMAGE):$(TAG) 2>/dev/null || true
-	docker manifest create $(MANIFEST_INSECURE) $(REGISTRY)/$(IMAGE):$(TAG) \
-		$(ARCHS:%=$(REGISTRY)/$(IMAGE):$(TAG)-%)
-	docker manifest push $(MANIFEST_INSECURE) --purge $(REGISTRY)/$(IMAGE):$(TAG)
+	@set -e; ref=$$($(RELEASE) index $(REGISTRY)/$(IMAGE):$(TAG) $(ARCHS:%=$(REGISTRY)/$(IMAGE):$(TAG)-%)); \
+	echo "pushed $$ref"; $(COSIGN_SIGN) "$$ref"; echo "$$ref"
 endif
+
+# A key given as a cosign URI (awskms://, hashivault://, ...) is used as is.
+signing-key: $(if $(filter $(COSIGN_BIN),$(COSIGN)),$(COSIGN_BIN))
+	@case "$(SIGNING_KEY)" in *://*) exit 0;; esac; test -f $(SIGNING_KEY) && exit 0; \
+	mkdir -p $(dir $(SIGNING_KEY)) && cd $(dir $(SIGNING_KEY)) && \
+	{ out=$$($(COSIGN) generate-key-pair --output-key-prefix $(basename $(notdir $(SIGNING_KEY))) 2>&1) || { echo "$$out"; exit 1; }; } && \
+	echo "made a signing key pair: $(SIGNING_KEY) signs (keep it secret), $(basename $(SIGNING_KEY)).pub verifies"
 
 # Before building, ask the registry's /v2/ for an answer within 5 s: without
 # one, docker push fails only after the build, with a bare dial error. curl's
 # exit codes 6, 7 and 28 are no such host, no connection and no answer in
 # time; anything else (a 401, a TLS error) is a server docker push will talk
 # to or explain. Without curl, docker push speaks for itself.
-REGISTRY_URL = $(if $(MANIFEST_INSECURE),http,https)://$(firstword $(subst /, ,$(REGISTRY)))/v2/
+# Registries on localhost and 127.* speak plain HTTP, as Docker and
+# go-containerregistry assume.
+REGISTRY_URL = $(if $(filter localhost:% 127.%,$(REGISTRY)),http,https)://$(firstword $(subst /, ,$(REGISTRY)))/v2/
 registry-check:
 	@command -v curl >/dev/null || exit 0; \
 	curl -s -o /dev/null --max-time 5 $(REGISTRY_URL); case $$? in 6|7|28) \
@@ -139,8 +192,8 @@ docker-clean: ## Remove the images docker-build and docker-push made for $(TAG) 
 		if docker image inspect $$ref >/dev/null 2>&1; then docker rmi $$ref || exit; fi; \
 	done
 
-container-test: $(REGISTRY_BIN) ## Prove the image on a real Docker engine and a real registry (test/container)
-	cd test/container && REGISTRY_BIN=$(REGISTRY_BIN) go test -count=1 -v -timeout 15m .
+container-test: $(REGISTRY_BIN) $(COSIGN_BIN) $(CYCLONEDX) $(RELEASE) ## Prove the image on a real Docker engine and a real registry (test/container)
+	cd test/container && REGISTRY_BIN=$(REGISTRY_BIN) COSIGN_BIN=$(COSIGN_BIN) RELEASE_BIN=$(abspath $(RELEASE)) go test -count=1 -v -timeout 15m .
 
 # ---- Benchmarks and reliability: bench, fuzz, soak ---------------------------
 # bench/ is a Go program that drives $(BIN) and ./floor (bench/floor: a bare
@@ -224,12 +277,13 @@ TRAEFIK_BIN := $(TOOLS)/traefik-$(TRAEFIK_VERSION)/traefik
 
 # A throwaway kustomize overlay on top of k8s/: the namespace, the image and the
 # host come from the knobs, so no file in the repo is edited per deployment.
+# The image is named by the digest kubernetes-apply verified ($$DIGEST).
 define OVERLAY
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources: [../../k8s]
 namespace: $(NAMESPACE)
-images: [{name: hello, newName: $(REGISTRY)/$(IMAGE), newTag: "$(TAG)"}]
+images: [{name: hello, newName: $(REGISTRY)/$(IMAGE), digest: "DIGEST"}]
 labels: [{includeTemplates: true, pairs: {app.kubernetes.io/version: "$(TAG)"}}]
 patches:
   - target: {kind: Ingress, name: hello}
@@ -237,13 +291,21 @@ patches:
 endef
 export OVERLAY
 # kustomize only accepts a relative path to k8s/, hence a folder inside the repo.
-WITH_OVERLAY = mkdir -p .cache && dir=$$(mktemp -d .cache/overlay.XXXXXX) && trap 'rm -rf "$$dir"' EXIT && echo "$$OVERLAY" >"$$dir/kustomization.yaml" &&
+WITH_OVERLAY = mkdir -p .cache && dir=$$(mktemp -d .cache/overlay.XXXXXX) && trap 'rm -rf "$$dir"' EXIT && \
+	echo "$$OVERLAY" | sed "s/\"DIGEST\"/\"$${DIGEST-}\"/" >"$$dir/kustomization.yaml" &&
 
 .PHONY: kubernetes-apply kubernetes-delete e2e kubectl-check cluster-check
 
-kubernetes-apply: cluster-check ## Deploy $(REGISTRY)/$(IMAGE):$(TAG) to $(NAMESPACE) and wait for the rollout
+# Before anything is applied, release verify resolves $(TAG) to a digest and
+# has cosign verify its signature for $(TAG) and its SBOM attestation with
+# VERIFY_KEY; it refuses, on one line, an image that is unsigned, signed by
+# another key, or signed for another tag (the tag was moved).
+kubernetes-apply: cluster-check $(RELEASE) $(if $(filter $(COSIGN_BIN),$(COSIGN)),$(COSIGN_BIN)) ## Deploy $(REGISTRY)/$(IMAGE):$(TAG) by its digest, once its signature and SBOM verify with VERIFY_KEY
 	@case "$(TAG)" in latest|"") echo "TAG='$(TAG)': deploy a version (make kubernetes-apply TAG=v1.2.3), never latest"; exit 1;; esac
-	@$(WITH_OVERLAY) $(KUBECTL_CTX) apply -k "$$dir"
+	@case "$(VERIFY_KEY)" in *://*) ;; *) test -f $(VERIFY_KEY) || { echo "No public key at VERIFY_KEY=$(VERIFY_KEY): set VERIFY_KEY to the key that signed the image (make docker-push makes a pair on first use)"; exit 1; };; esac
+	@DIGEST=$$($(RELEASE) verify -cosign $(COSIGN) -key $(VERIFY_KEY) $(REGISTRY)/$(IMAGE):$(TAG)) && \
+	echo "$(REGISTRY)/$(IMAGE):$(TAG) is $$DIGEST: signed for $(TAG), SBOM attested, by the key $(VERIFY_KEY)" && \
+	$(WITH_OVERLAY) $(KUBECTL_CTX) apply -k "$$dir"
 	$(KUBECTL_CTX) -n $(NAMESPACE) rollout status deployment/hello --timeout=3m
 	@echo "hello $(TAG) serves in namespace $(NAMESPACE). Reach it:"
 	@echo "  through the Ingress:  curl http://$(HOST)/you"
@@ -272,7 +334,7 @@ cluster-check: kubectl-check
 # The e2e suite builds its own cluster unless KUBECONFIG names one; then
 # REGISTRY must be a registry that cluster pulls from, and HOST and
 # INGRESS_URL are the Ingress's host and the cluster's ingress controller.
-e2e: $(REGISTRY_BIN) $(if $(KUBECONFIG),,$(KUBE_BIN)/kubelet $(TRAEFIK_BIN)) ## Build, push, deploy, serve, roll and delete on a real cluster (built here unless KUBECONFIG is set)
+e2e: $(REGISTRY_BIN) $(COSIGN_BIN) $(CYCLONEDX) $(RELEASE) $(if $(KUBECONFIG),,$(KUBE_BIN)/kubelet $(TRAEFIK_BIN)) ## Build, push, deploy, serve, roll and delete on a real cluster (built here unless KUBECONFIG is set)
 	cd test/e2e && KUBE_BIN=$(KUBE_BIN) REGISTRY_BIN=$(REGISTRY_BIN) TRAEFIK_BIN=$(TRAEFIK_BIN) \
 		E2E_REGISTRY=$(if $(filter command environment,$(origin REGISTRY)),$(REGISTRY)) E2E_KUBECTL=$(KUBECTL) \
 		E2E_HOST=$(if $(filter command environment,$(origin HOST)),$(HOST)) E2E_INGRESS_URL=$(INGRESS_URL) \
