@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -34,7 +35,7 @@ func run(t *testing.T, name string, args ...string) string {
 
 // tryRun runs a command in root; on error it returns stdout and stderr together.
 func tryRun(name string, args ...string) (string, error) {
-	cmd := exec.Command(name, args...) // #nosec G204 -- the suite exists to run docker and make
+	cmd := exec.Command(name, args...) // #nosec G204 G702 -- the suite exists to run docker, make and the tools make built
 	cmd.Dir = root
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -54,28 +55,30 @@ func docker(t *testing.T, args ...string) string {
 // from a binary built into bin, in a temporary folder of its own.
 type image struct {
 	name, tag, version, bin string
+	config                  string // XDG_CONFIG_HOME, where docker-push makes a key on first use
 }
 
 // newImage picks unique names and removes every image made under them when
-// the test ends, passed or failed. registries lists the registries the test
-// pushes to or pulls from, whose names for the image go too.
+// the test ends, passed or failed: every tag of the name, and of the name in
+// each of registries, which the test pushes to or pulls from.
 func newImage(t *testing.T, registries ...string) image {
 	t.Helper()
 	id := fmt.Sprintf("%d-%d", os.Getpid(), time.Now().UnixNano()%1e9)
 	img := image{name: "hello-ctest-" + id, tag: "t" + id, version: "v0.0.0-ctest." + id,
-		bin: filepath.Join(t.TempDir(), "hello")}
+		bin: filepath.Join(t.TempDir(), "hello"), config: t.TempDir()}
 	t.Cleanup(func() {
-		for _, tag := range []string{img.tag, img.tag + "-amd64", img.tag + "-arm64"} {
-			refs := []string{img.name + ":" + tag}
-			for _, r := range registries {
-				refs = append(refs, r+"/"+img.name+":"+tag)
+		var ids []string
+		for _, repo := range append([]string{""}, registries...) {
+			out, err := tryRun("docker", "image", "ls", "-q", "--no-trunc", path.Join(repo, img.name))
+			if err != nil {
+				t.Errorf("cleanup: docker image ls %s: %v\n%s", path.Join(repo, img.name), err, out)
 			}
-			for _, ref := range refs {
-				if _, err := tryRun("docker", "image", "inspect", ref); err == nil {
-					if out, err := tryRun("docker", "rmi", ref); err != nil {
-						t.Errorf("cleanup: docker rmi %s: %v\n%s", ref, err, out)
-					}
-				}
+			ids = append(ids, strings.Fields(out)...)
+		}
+		slices.Sort(ids)
+		if ids = slices.Compact(ids); len(ids) > 0 {
+			if out, err := tryRun("docker", append([]string{"rmi", "-f"}, ids...)...); err != nil {
+				t.Errorf("cleanup: docker rmi -f %v: %v\n%s", ids, err, out)
 			}
 		}
 	})
@@ -84,27 +87,33 @@ func newImage(t *testing.T, registries ...string) image {
 
 func (img image) ref() string { return img.name + ":" + img.tag }
 
-// makeArgs are make's arguments for target with this image's knobs and extra ones.
+// makeArgs are make's arguments for target with this image's knobs and extra
+// ones. XDG_CONFIG_HOME is a folder of the image's, so the signing key that
+// docker-push makes on first use goes there, never into the user's.
 func (img image) makeArgs(target string, knobs ...string) []string {
 	return append([]string{"-s", target, "IMAGE=" + img.name, "TAG=" + img.tag,
-		"VERSION=" + img.version, "SOURCE=" + testSource, "BIN=" + img.bin}, knobs...)
+		"VERSION=" + img.version, "SOURCE=" + testSource, "BIN=" + img.bin,
+		"XDG_CONFIG_HOME=" + img.config}, knobs...)
 }
 
-// make runs a target of the Makefile with this image's knobs and extra ones.
-// It wants the working tree's ./hello as it was: a run killed halfway must
-// not leave a binary of another build, or another architecture, behind.
-func (img image) make(t *testing.T, target string, knobs ...string) {
+// make runs a target of the Makefile with this image's knobs and extra ones,
+// and returns its output. It wants the working tree's ./hello as it was: a
+// run killed halfway must not leave a binary of another build, or another
+// architecture, behind.
+func (img image) make(t *testing.T, target string, knobs ...string) string {
 	t.Helper()
 	call := strings.Join(append([]string{target}, knobs...), " ")
 	before := workingBinary()
 	start := time.Now()
-	if out, err := img.tryMake(target, knobs...); err != nil {
+	out, err := img.tryMake(target, knobs...)
+	if err != nil {
 		t.Fatalf("make %s: %v\n%s", call, err, out)
 	}
 	t.Logf("make %s: %.1fs", call, time.Since(start).Seconds())
 	if after := workingBinary(); after != before {
 		t.Errorf("make %s: the working tree's ./hello was %s, is %s; want it untouched", call, before, after)
 	}
+	return out
 }
 
 // workingBinary describes the working tree's ./hello: its size and hash, or

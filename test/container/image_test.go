@@ -52,56 +52,7 @@ func TestImage(t *testing.T) {
 	})
 
 	t.Run("config", func(t *testing.T) {
-		var got struct {
-			Os, Architecture string
-			Config           struct {
-				User         string
-				ExposedPorts map[string]struct{}
-				Entrypoint   []string
-				Cmd          []string
-				Labels       map[string]string
-				Healthcheck  struct {
-					Test     []string
-					Interval time.Duration
-				}
-			}
-		}
-		if err := json.Unmarshal([]byte(docker(t, "image", "inspect", "-f", "{{json .}}", img.ref())), &got); err != nil {
-			t.Fatal(err)
-		}
-		c := got.Config
-		if p := got.Os + "/" + got.Architecture; p != "linux/amd64" {
-			t.Errorf("platform %s, want linux/amd64", p)
-		}
-		if c.User != "65534:65534" {
-			t.Errorf("User %q, want numeric non-root 65534:65534", c.User)
-		}
-		if _, ok := c.ExposedPorts["8080/tcp"]; !ok || len(c.ExposedPorts) != 1 {
-			t.Errorf("ExposedPorts %v, want only 8080/tcp", c.ExposedPorts)
-		}
-		if !slices.Equal(c.Entrypoint, []string{"/hello"}) || len(c.Cmd) != 0 {
-			t.Errorf("Entrypoint %q Cmd %q, want exec form [/hello] and no Cmd", c.Entrypoint, c.Cmd)
-		}
-		if want := []string{"CMD", "/hello", "-healthcheck"}; !slices.Equal(c.Healthcheck.Test, want) {
-			t.Errorf("Healthcheck %q, want %q", c.Healthcheck.Test, want)
-		}
-		if c.Healthcheck.Interval <= 0 || c.Healthcheck.Interval > 5*time.Second {
-			t.Errorf("Healthcheck interval %v, want at most 5s so a fresh container is healthy soon", c.Healthcheck.Interval)
-		}
-		revision := run(t, "git", "rev-parse", "HEAD")
-		for key, want := range map[string]string{
-			"source":      testSource,
-			"version":     img.version,
-			"revision":    revision,
-			"title":       "hello",
-			"description": "",
-			"licenses":    "",
-		} {
-			v, ok := c.Labels["org.opencontainers.image."+key]
-			if !ok || v == "" || want != "" && v != want {
-				t.Errorf("label org.opencontainers.image.%s = %q, want %q", key, v, cmp.Or(want, "non-empty"))
-			}
-		}
+		checkConfig(t, []byte(docker(t, "image", "inspect", "-f", "{{json .}}", img.ref())), "linux/amd64", img.version)
 	})
 
 	t.Run("-version", func(t *testing.T) {
@@ -127,6 +78,63 @@ func TestImage(t *testing.T) {
 		greet(t, hostAddr(t, name, "9090"), "Port")
 		waitHealthy(t, name) // the healthcheck finds the port through $PORT too
 	})
+}
+
+// checkConfig wants an image config, as docker inspect or a registry gives
+// it, to say what the Dockerfile says: the platform, numeric non-root user,
+// one port, the exec-form entrypoint, the healthcheck and the OCI labels.
+func checkConfig(t *testing.T, raw []byte, platform, version string) {
+	t.Helper()
+	var got struct {
+		Os, Architecture string
+		Config           struct {
+			User         string
+			ExposedPorts map[string]struct{}
+			Entrypoint   []string
+			Cmd          []string
+			Labels       map[string]string
+			Healthcheck  struct {
+				Test     []string
+				Interval time.Duration
+			}
+		}
+	}
+	if err := json.Unmarshal(raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	c := got.Config
+	if p := got.Os + "/" + got.Architecture; p != platform {
+		t.Errorf("platform %s, want %s", p, platform)
+	}
+	if c.User != "65534:65534" {
+		t.Errorf("User %q, want numeric non-root 65534:65534", c.User)
+	}
+	if _, ok := c.ExposedPorts["8080/tcp"]; !ok || len(c.ExposedPorts) != 1 {
+		t.Errorf("ExposedPorts %v, want only 8080/tcp", c.ExposedPorts)
+	}
+	if !slices.Equal(c.Entrypoint, []string{"/hello"}) || len(c.Cmd) != 0 {
+		t.Errorf("Entrypoint %q Cmd %q, want exec form [/hello] and no Cmd", c.Entrypoint, c.Cmd)
+	}
+	if want := []string{"CMD", "/hello", "-healthcheck"}; !slices.Equal(c.Healthcheck.Test, want) {
+		t.Errorf("Healthcheck %q, want %q", c.Healthcheck.Test, want)
+	}
+	if c.Healthcheck.Interval <= 0 || c.Healthcheck.Interval > 5*time.Second {
+		t.Errorf("Healthcheck interval %v, want at most 5s so a fresh container is healthy soon", c.Healthcheck.Interval)
+	}
+	revision := run(t, "git", "rev-parse", "HEAD")
+	for key, want := range map[string]string{
+		"source":      testSource,
+		"version":     version,
+		"revision":    revision,
+		"title":       "hello",
+		"description": "",
+		"licenses":    "",
+	} {
+		v, ok := c.Labels["org.opencontainers.image."+key]
+		if !ok || v == "" || want != "" && v != want {
+			t.Errorf("label org.opencontainers.image.%s = %q, want %q", key, v, cmp.Or(want, "non-empty"))
+		}
+	}
 }
 
 // TestDockerRun runs `make docker-run` on a port of its own, checks that the
@@ -213,7 +221,19 @@ func onlyBinary(t *testing.T, img image) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	files := layerFiles(t, ref)
+	onlyFile(t, layerFiles(t, ref), binary)
+	size, _ := strconv.ParseFloat(docker(t, "image", "inspect", "-f", "{{.Size}}", ref), 64)
+	if diff := math.Abs(size-float64(len(binary))) / float64(len(binary)); diff > 0.01 {
+		t.Errorf("image size %.0f bytes, binary %d bytes: %.1f%% apart, want within 1%%", size, len(binary), 100*diff)
+	}
+	t.Logf("image %.0f bytes, binary %d bytes", size, len(binary))
+	return binary
+}
+
+// onlyFile wants a layer's files to be exactly /hello, a regular file owned
+// by root with mode 0755, equal to binary.
+func onlyFile(t *testing.T, files []file, binary []byte) {
+	t.Helper()
 	if len(files) != 1 || files[0].Name != "hello" {
 		t.Fatalf("the layer holds %v, want exactly [hello]", names(files))
 	}
@@ -222,14 +242,8 @@ func onlyBinary(t *testing.T, img image) []byte {
 		t.Errorf("/hello: type %c mode %o owner %d:%d, want a regular file, 755, 0:0", f.Typeflag, f.Mode, f.Uid, f.Gid)
 	}
 	if !bytes.Equal(f.body, binary) {
-		t.Errorf("/hello in the image (%d bytes) differs from %s (%d bytes)", len(f.body), img.bin, len(binary))
+		t.Errorf("/hello in the image (%d bytes) differs from the binary make built (%d bytes)", len(f.body), len(binary))
 	}
-	size, _ := strconv.ParseFloat(docker(t, "image", "inspect", "-f", "{{.Size}}", ref), 64)
-	if diff := math.Abs(size-float64(len(binary))) / float64(len(binary)); diff > 0.01 {
-		t.Errorf("image size %.0f bytes, binary %d bytes: %.1f%% apart, want within 1%%", size, len(binary), 100*diff)
-	}
-	t.Logf("image %.0f bytes, binary %d bytes", size, len(binary))
-	return binary
 }
 
 // waitHealthy wants Docker to call the container healthy within 15 s of its start.
@@ -296,8 +310,14 @@ func layerFiles(t *testing.T, ref string) []file {
 	if len(manifest) != 1 || len(manifest[0].Layers) != 1 {
 		t.Fatalf("docker save manifest.json %+v, want one image with exactly one layer", manifest)
 	}
+	return tarFiles(t, bytes.NewReader(member(t, archive, manifest[0].Layers[0])))
+}
+
+// tarFiles returns the files in a tar stream.
+func tarFiles(t *testing.T, layer io.Reader) []file {
+	t.Helper()
 	var files []file
-	r := tar.NewReader(bytes.NewReader(member(t, archive, manifest[0].Layers[0])))
+	r := tar.NewReader(layer)
 	for {
 		h, err := r.Next()
 		if errors.Is(err, io.EOF) {

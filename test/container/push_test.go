@@ -1,47 +1,99 @@
 package container
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 )
 
-// TestPush pushes with `make docker-push` to a real registry, deletes the
-// image here, pulls it back and runs it.
+// TestPush pushes with `make docker-push` to a real registry, as a new user
+// does: the signing key is made on first use. It reads the image back from
+// the registry, not from the engine, then pulls it by digest and runs it.
 func TestPush(t *testing.T) {
 	needEngine(t)
 	registry := startRegistry(t)
 	img := newImage(t, registry)
-	img.make(t, "docker-push", "REGISTRY="+registry)
-
-	remote := registry + "/" + img.ref()
-	id := docker(t, "image", "inspect", "-f", "{{.Id}}", remote)
-	pushed := repoDigests(t, remote)
-	code, _, header := fetch(t, "http://"+registry+"/v2/"+img.name+"/manifests/"+img.tag, dockerManifest)
-	if digest := header.Get("Docker-Content-Digest"); code != http.StatusOK || !slices.Equal(pushed, []string{digest}) {
-		t.Fatalf("registry: GET manifest %s = %d digest %q; docker push recorded %q", img.tag, code, digest, pushed)
+	pushed := lastLine(img.make(t, "docker-push", "REGISTRY="+registry))
+	for _, key := range []string{"cosign.key", "cosign.pub"} {
+		if _, err := os.Stat(filepath.Join(img.config, "hello", key)); err != nil {
+			t.Errorf("make docker-push with no key: %v, want a key pair made on first use", err)
+		}
+	}
+	digest := checkPushed(t, pushed, registry, img.name)
+	base := "http://" + registry + "/v2/" + img.name
+	if code, _, header := fetch(t, base+"/manifests/"+img.tag, dockerManifest); code != http.StatusOK || header.Get("Docker-Content-Digest") != digest {
+		t.Fatalf("registry: GET manifest %s = %d digest %q, want 200 %s, the digest make printed", img.tag, code, header.Get("Docker-Content-Digest"), digest)
 	}
 
-	docker(t, "rmi", img.ref(), remote)
-	if _, err := tryRun("docker", "image", "inspect", id); err == nil {
-		t.Fatalf("image %s is still here after docker rmi; the pull would prove nothing", id)
+	var manifest struct {
+		Config struct{ Digest string }
+		Layers []struct{ Digest, MediaType string }
 	}
-	docker(t, "pull", remote)
-	if pulled := repoDigests(t, remote); !slices.Equal(pulled, pushed) {
-		t.Errorf("pulled digest %q, pushed %q", pulled, pushed)
+	code, body, _ := fetch(t, base+"/manifests/"+digest, dockerManifest)
+	if err := json.Unmarshal(body, &manifest); code != http.StatusOK || err != nil || len(manifest.Layers) != 1 {
+		t.Fatalf("registry: GET manifest %s = %d %v, want one layer:\n%s", digest, code, err, body)
 	}
-	if got := docker(t, "image", "inspect", "-f", "{{.Id}}", remote); got != id {
-		t.Errorf("pulled image %s, pushed %s", got, id)
+	_, body, _ = fetch(t, base+"/blobs/"+manifest.Config.Digest, "")
+	checkConfig(t, body, "linux/amd64", img.version)
+	var config struct {
+		Created time.Time
+		History []any
 	}
-	name := container(t, remote, locked("8080"))
+	if err := json.Unmarshal(body, &config); err != nil {
+		t.Fatal(err)
+	}
+	commit, _ := strconv.ParseInt(run(t, "git", "log", "-1", "--format=%ct"), 10, 64)
+	if !config.Created.Equal(time.Unix(commit, 0)) || len(config.History) != 0 {
+		t.Errorf("pushed config: created %s, %d history entries; want the commit's time %s and none",
+			config.Created, len(config.History), time.Unix(commit, 0).UTC())
+	}
+	_, layer, _ := fetch(t, base+"/blobs/"+manifest.Layers[0].Digest, "")
+	unzipped, err := gzip.NewReader(bytes.NewReader(layer))
+	if err != nil {
+		t.Fatalf("layer %s (%s): %v", manifest.Layers[0].Digest, manifest.Layers[0].MediaType, err)
+	}
+	binary, err := os.ReadFile(img.bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onlyFile(t, tarFiles(t, unzipped), binary)
+
+	docker(t, "rmi", img.ref())
+	docker(t, "pull", pushed)
+	t.Cleanup(func() { _, _ = tryRun("docker", "rmi", pushed) }) // newImage's cleanup removes it too
+	if id := docker(t, "image", "inspect", "-f", "{{.Id}}", pushed); id != manifest.Config.Digest {
+		t.Errorf("docker pull %s brought image %s, want the pushed config %s", pushed, id, manifest.Config.Digest)
+	}
+	name := container(t, pushed, locked("8080"))
 	greet(t, hostAddr(t, name, "8080"), "Registry")
+	waitHealthy(t, name)
+}
+
+// checkPushed wants the line docker-push ends with to name the image in
+// registry by digest, and returns the digest.
+func checkPushed(t *testing.T, line, registry, name string) string {
+	t.Helper()
+	repo, digest, _ := strings.Cut(line, "@")
+	if repo != registry+"/"+name || !regexp.MustCompile(`^sha256:[0-9a-f]{64}$`).MatchString(digest) {
+		t.Fatalf("make docker-push's last line %q, want %s/%s@sha256:<64 hex>", line, registry, name)
+	}
+	return digest
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	return s[strings.LastIndex(s, "\n")+1:]
 }
 
 // TestPushNoRegistry pushes to a registry that does not answer, as a newcomer
@@ -66,7 +118,8 @@ func TestPushMultiArch(t *testing.T) {
 	img := newImage(t, registry)
 	remote := registry + "/" + img.ref()
 	t.Cleanup(func() { _, _ = tryRun("docker", "manifest", "rm", remote) }) // left only by a failed push: nothing to remove is the usual case
-	img.make(t, "docker-push", "REGISTRY="+registry, "PLATFORMS=linux/amd64 linux/arm64")
+	pushed := lastLine(img.make(t, "docker-push", "REGISTRY="+registry, "PLATFORMS=linux/amd64 linux/arm64"))
+	digest := checkPushed(t, pushed, registry, img.name)
 
 	base := "http://" + registry + "/v2/" + img.name
 	code, body, header := fetch(t, base+"/manifests/"+img.tag, ociIndex+", "+dockerList)
@@ -112,6 +165,15 @@ func TestPushMultiArch(t *testing.T) {
 		t.Errorf("docker pull --platform linux/arm64 brought image %s, want the index's arm64 image %s", got, arm64)
 	}
 
+	if header.Get("Docker-Content-Digest") != digest {
+		t.Errorf("registry: the index %s is %s, make docker-push printed %s", img.tag, header.Get("Docker-Content-Digest"), digest)
+	}
+	release, cosign := os.Getenv("RELEASE_BIN"), os.Getenv("COSIGN_BIN")
+	pub := filepath.Join(img.config, "hello", "cosign.pub")
+	if got, err := tryRun(release, "verify", "-cosign", cosign, "-key", pub, remote); err != nil || got != digest {
+		t.Errorf("release verify %s (what kubernetes-apply runs): %v %q, want the index %s, signed, each image with its SBOM", remote, err, got, digest)
+	}
+
 	img.make(t, "clean", "REGISTRY="+registry, "PLATFORMS=linux/amd64 linux/arm64")
 	for _, tag := range []string{img.tag, img.tag + "-amd64", img.tag + "-arm64"} {
 		for _, ref := range []string{img.name + ":" + tag, registry + "/" + img.name + ":" + tag} {
@@ -119,6 +181,11 @@ func TestPushMultiArch(t *testing.T) {
 				t.Errorf("make clean left the image %s", ref)
 			}
 		}
+	}
+	// Rebuilt from scratch (make clean took the images Docker could build
+	// from), later: the same index.
+	if again := lastLine(img.make(t, "docker-push", "REGISTRY="+registry, "PLATFORMS=linux/amd64 linux/arm64")); again != pushed {
+		t.Errorf("make docker-push PLATFORMS=... again: %s, want the first push's %s", again, pushed)
 	}
 }
 
