@@ -13,6 +13,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -56,6 +57,7 @@ type walk struct {
 	host       string        // the Ingress's host (make's HOST)
 	ingress    ingressClient // the cluster's ingress controller; no url: not checked
 	repo       string        // the repository root, where make runs
+	signingKey string        // docker-push's SIGNING_KEY, made by its first push
 	steps      int
 	timings    []string
 }
@@ -64,21 +66,23 @@ func TestE2E(t *testing.T) {
 	w := setup(t)
 	stamp := time.Now().UTC().Format("20060102-150405")
 	tag1, tag2 := "e2e-"+stamp+"-a", "e2e-"+stamp+"-b"
+	unsigned, otherKey := "e2e-"+stamp+"-unsigned", "e2e-"+stamp+"-other-key"
 	t.Cleanup(func() {
 		w.ctx = context.WithoutCancel(w.ctx) // clean up also after a Ctrl-C
-		w.make("docker-clean", "TAG="+tag1)
-		w.make("docker-clean", "TAG="+tag2)
+		for _, tag := range []string{tag1, tag2, unsigned, otherKey} {
+			w.make("docker-clean", "TAG="+tag)
+		}
 	})
 
-	w.step("build and push "+tag1, func() {
-		w.make("go-build", "docker-build", "docker-push", "TAG="+tag1, "VERSION="+tag1)
-	})
+	var pushed1, pushed2 string // the digests docker-push printed
+	w.step("build and push "+tag1, func() { pushed1 = w.push(tag1) })
 	w.step("kubernetes-apply "+tag1, func() {
 		if out, err := w.makeOut("kubernetes-apply", "TAG=latest"); err == nil || !strings.Contains(out, "never latest") {
 			t.Errorf("make kubernetes-apply TAG=latest: %v, want refused with a reason", err)
 		}
 		w.make("kubernetes-apply", "TAG="+tag1)
-		w.checkDeployment(tag1)
+		w.checkDeployment(tag1, pushed1)
+		w.checkPodImages(pushed1)
 		w.checkMemoryLimit()
 		w.checkPodSecurity()
 	})
@@ -113,24 +117,35 @@ func TestE2E(t *testing.T) {
 			w.kubectlRun("rollout", "status", "deployment/hello", "--timeout=3m")
 		})
 	})
-	w.step("build and push "+tag2, func() {
-		w.make("go-build", "docker-build", "docker-push", "TAG="+tag2, "VERSION="+tag2)
-	})
+	w.step("build and push "+tag2, func() { pushed2 = w.push(tag2) })
 	w.step("image update to "+tag2+" under load", func() {
-		before := w.podImages()
+		if pushed2 == pushed1 {
+			t.Fatalf("%s and %s pushed one digest %s: the update would change nothing", tag1, tag2, pushed1)
+		}
 		w.underLoad(url, func() { w.make("kubernetes-apply", "TAG="+tag2) })
-		after := w.podImages()
-		want := w.registry + "/" + image + ":" + tag2
-		for pod, img := range after {
-			if img[0] != want {
-				t.Errorf("pod %s runs %s, want %s", pod, img[0], want)
+		w.checkPodImages(pushed2)
+	})
+	w.step("kubernetes-apply refuses what it cannot verify", func() {
+		w.docker("tag", image+":"+tag2, w.registry+"/"+image+":"+unsigned)
+		w.docker("push", w.registry+"/"+image+":"+unsigned)
+		w.make("go-build", "docker-build", "docker-push", "TAG="+otherKey, "VERSION="+otherKey,
+			"SIGNING_KEY="+filepath.Join(t.TempDir(), "other.key"))
+		w.moveTag(pushed2, tag1) // tag1 now names tag2's image, signed for tag2
+		for _, tc := range []struct{ tag, why string }{
+			{unsigned, "it is unsigned"},
+			{otherKey, "no signature verifies with the key"},
+			{tag1, "it was signed as tag " + tag2 + ", not " + tag1 + ": the tag was moved"},
+		} {
+			generation := w.get("deployment", "hello", "{.metadata.generation}")
+			out, err := w.makeOut("kubernetes-apply", "TAG="+tc.tag)
+			if err == nil || !strings.Contains(out, tc.why) {
+				t.Errorf("make kubernetes-apply TAG=%s: %v, want refused saying %q", tc.tag, err, tc.why)
 			}
-			for _, old := range before {
-				if img[1] == old[1] {
-					t.Errorf("pod %s runs the digest of %s (%s): the update changed the tag only", pod, tag1, img[1])
-				}
+			if g := w.get("deployment", "hello", "{.metadata.generation}"); g != generation {
+				t.Errorf("make kubernetes-apply TAG=%s was refused, but the Deployment went from generation %s to %s", tc.tag, generation, g)
 			}
 		}
+		w.checkPodImages(pushed2)
 	})
 	w.step("kubernetes-delete", func() {
 		w.make("kubernetes-delete")
@@ -159,7 +174,7 @@ func setup(t *testing.T) *walk {
 	}
 	repo, err := filepath.Abs("../..")
 	must(t, err)
-	w := &walk{t: t, ctx: ctx, repo: repo, host: host}
+	w := &walk{t: t, ctx: ctx, repo: repo, host: host, signingKey: filepath.Join(t.TempDir(), "cosign.key")}
 	t.Cleanup(func() {
 		if len(w.timings) > 0 {
 			t.Logf("step timings:\n  %s", strings.Join(w.timings, "\n  "))
@@ -289,13 +304,67 @@ func (w *walk) makeOut(args ...string) (string, error) {
 	// #nosec G204 -- the suite exists to run the Makefile's targets
 	cmd := exec.CommandContext(w.ctx, "make", append([]string{"-C", w.repo, "--no-print-directory",
 		"IMAGE=" + image, "REGISTRY=" + w.registry, "NAMESPACE=" + namespace, "HOST=" + w.host,
-		"KUBECTL=" + w.kubectl, "KUBE_CONTEXT=" + w.context}, args...)...)
+		"KUBECTL=" + w.kubectl, "KUBE_CONTEXT=" + w.context, "SIGNING_KEY=" + w.signingKey}, args...)...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+w.kubeconfig)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		w.t.Logf("make %s:\n%s", strings.Join(args, " "), indent(string(out)))
 	}
 	return string(out), err
+}
+
+// push builds, pushes and signs tag with make, and returns the digest of the
+// pushed image from the line docker-push ends with.
+func (w *walk) push(tag string) string {
+	w.t.Helper()
+	out, err := w.makeOut("go-build", "docker-build", "docker-push", "TAG="+tag, "VERSION="+tag)
+	if err != nil {
+		w.t.Fatalf("make docker-push TAG=%s: %v", tag, err)
+	}
+	out = strings.TrimSpace(out)
+	last := out[strings.LastIndex(out, "\n")+1:]
+	repo, digest, _ := strings.Cut(last, "@")
+	if repo != w.registry+"/"+image || !regexp.MustCompile(`^sha256:[0-9a-f]{64}$`).MatchString(digest) {
+		w.t.Fatalf("make docker-push TAG=%s ended with %q, want %s/%s@sha256:<64 hex>:\n%s", tag, last, w.registry, image, indent(out))
+	}
+	w.t.Logf("make docker-push TAG=%s: %s", tag, last)
+	return digest
+}
+
+func (w *walk) docker(args ...string) {
+	w.t.Helper()
+	if out, err := exec.CommandContext(w.ctx, "docker", args...).CombinedOutput(); err != nil { // #nosec G204 -- the suite's own image names
+		w.t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// moveTag points tag at the image of digest in the registry, as anyone who
+// may push there can.
+func (w *walk) moveTag(digest, tag string) {
+	w.t.Helper()
+	const manifest = "application/vnd.docker.distribution.manifest.v2+json"
+	scheme := "https" // as make docker-push speaks to the registry
+	if strings.HasPrefix(w.registry, "localhost:") || strings.HasPrefix(w.registry, "127.") {
+		scheme = "http"
+	}
+	base := scheme + "://" + w.registry + "/v2/" + image + "/manifests/"
+	req, err := http.NewRequestWithContext(w.ctx, http.MethodGet, base+digest, nil)
+	must(w.t, err)
+	req.Header.Set("Accept", manifest)
+	resp, err := client.Do(req)
+	must(w.t, err)
+	body, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close() // read to the end
+	must(w.t, err)
+	req, err = http.NewRequestWithContext(w.ctx, http.MethodPut, base+tag, bytes.NewReader(body))
+	must(w.t, err)
+	req.Header.Set("Content-Type", manifest)
+	if resp, err = client.Do(req); err == nil {
+		_ = resp.Body.Close() // the status is all there is
+	}
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		w.t.Fatalf("PUT %s%s: %v, want 201", base, tag, cmp.Or(err, error(fmt.Errorf("%s", resp.Status))))
+	}
 }
 
 // kubectlArgs puts the walk's cluster, context and namespace before args.
@@ -327,11 +396,14 @@ func (w *walk) get(kind, name, jsonpath string) string {
 	return w.kubectlRun("get", kind, name, "-o", "jsonpath="+jsonpath)
 }
 
-// checkDeployment asserts what the Deployment must guarantee once applied.
-func (w *walk) checkDeployment(tag string) {
+// checkDeployment asserts what the Deployment must guarantee once applied:
+// the image by digest, the version label with the tag, the replicas and the
+// grace period.
+func (w *walk) checkDeployment(tag, digest string) {
 	w.t.Helper()
 	var d struct {
-		Spec struct {
+		Metadata struct{ Labels map[string]string }
+		Spec     struct {
 			Template struct {
 				Spec struct {
 					TerminationGracePeriodSeconds int
@@ -346,8 +418,11 @@ func (w *walk) checkDeployment(tag string) {
 	}
 	must(w.t, json.Unmarshal([]byte(w.kubectlRun("get", "deployment", "hello", "-o", "json")), &d))
 	pod := d.Spec.Template.Spec
-	if want := w.registry + "/" + image + ":" + tag; pod.Containers[0].Image != want {
+	if want := w.registry + "/" + image + "@" + digest; pod.Containers[0].Image != want {
 		w.t.Errorf("image = %s, want %s", pod.Containers[0].Image, want)
+	}
+	if v := d.Metadata.Labels["app.kubernetes.io/version"]; v != tag {
+		w.t.Errorf("label app.kubernetes.io/version = %q, want the tag %s", v, tag)
 	}
 	if d.Status.ReadyReplicas != 2 || d.Status.UpdatedReplicas != 2 {
 		w.t.Errorf("ready, updated replicas = %d, %d after the rollout, want 2, 2", d.Status.ReadyReplicas, d.Status.UpdatedReplicas)
@@ -414,11 +489,10 @@ func (w *walk) checkPortForward() {
 	_ = cmd.Wait() // cancel killed it: that kill is the error
 }
 
-// podImages maps each pod of the app, once only the new ones are left, to
-// its image and image digest.
-func (w *walk) podImages() map[string][2]string {
+// checkPodImages wants every pod of the app to run the image by digest, and
+// the runtime to report that digest as the pod's image ID.
+func (w *walk) checkPodImages(digest string) {
 	w.t.Helper()
-	images := map[string][2]string{}
 	var pods struct {
 		Items []struct {
 			Metadata struct{ Name string }
@@ -428,12 +502,15 @@ func (w *walk) podImages() map[string][2]string {
 		}
 	}
 	must(w.t, json.Unmarshal([]byte(w.kubectlRun("get", "pods", "-l", "app.kubernetes.io/name=hello", "-o", "json")), &pods))
+	want := w.registry + "/" + image + "@" + digest
 	for _, p := range pods.Items {
 		for _, c := range p.Status.ContainerStatuses {
-			images[p.Metadata.Name] = [2]string{c.Image, c.ImageID}
+			if c.Image != want || !strings.HasSuffix(c.ImageID, "@"+digest) {
+				w.t.Errorf("pod %s runs %s, image ID %s; want %s, image ID ...@%s", p.Metadata.Name, c.Image, c.ImageID, want, digest)
+			}
 		}
 	}
-	return images
+	w.t.Logf("%d pods run %s", len(pods.Items), want)
 }
 
 // A stream is a steady flow of greetings during a rollout, bounded in count
