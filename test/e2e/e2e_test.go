@@ -190,14 +190,15 @@ func setup(t *testing.T) *walk {
 		return w
 	}
 
-	kubeBin, registryBin, traefikBin := os.Getenv("KUBE_BIN"), os.Getenv("REGISTRY_BIN"), os.Getenv("TRAEFIK_BIN")
-	if kubeBin == "" || registryBin == "" || traefikBin == "" {
-		require(t, []string{"KUBE_BIN, REGISTRY_BIN or TRAEFIK_BIN unset: run the suite with make e2e, which builds Kubernetes, the registry and Traefik and sets them"})
+	kubeBin, registryBin, traefikBin, metricsServerBin := os.Getenv("KUBE_BIN"), os.Getenv("REGISTRY_BIN"), os.Getenv("TRAEFIK_BIN"), os.Getenv("METRICS_SERVER_BIN")
+	if kubeBin == "" || registryBin == "" || traefikBin == "" || metricsServerBin == "" {
+		require(t, []string{"KUBE_BIN, REGISTRY_BIN, TRAEFIK_BIN or METRICS_SERVER_BIN unset: run the suite with make e2e, which builds Kubernetes, the registry, Traefik and metrics-server and sets them"})
 	}
 	needs := map[string]string{
 		kubeBin + "/kubelet": "run the suite with make e2e: it builds Kubernetes into KUBE_BIN",
 		registryBin:          "run the suite with make e2e: it installs the registry into REGISTRY_BIN",
 		traefikBin:           "run the suite with make e2e: it builds Traefik into TRAEFIK_BIN",
+		metricsServerBin:     "run the suite with make e2e: it builds metrics-server into METRICS_SERVER_BIN",
 		"go":                 "install Go",
 	}
 	for pkg, cmds := range map[string][]string{ // Debian's packages
@@ -227,7 +228,7 @@ func setup(t *testing.T) *walk {
 	t.Setenv("KUBECACHEDIR", stateDir+"/kubectl-cache") // not ~/.kube/cache
 	start := time.Now()
 	var ingressURL string
-	w.kubeconfig, w.registry, ingressURL = startCluster(ctx, t, kubeBin, registryBin, traefikBin)
+	w.kubeconfig, w.registry, ingressURL = startCluster(ctx, t, kubeBin, registryBin, traefikBin, metricsServerBin)
 	w.ingress = ingressClient{client: keepAlive(), url: ingressURL, host: w.host}
 	w.context = nodeName // the kubeconfig's one context, named to exercise KUBE_CONTEXT
 	w.timings = append(w.timings, fmt.Sprintf("0 %-50s %s", "start the cluster", since(start)))
