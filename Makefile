@@ -246,9 +246,13 @@ WITH_OVERLAY = mkdir -p .cache && dir=$$(mktemp -d .cache/overlay.XXXXXX) && tra
 
 .PHONY: kubernetes-apply kubernetes-delete e2e kubectl-check cluster-check
 
+# The Deployment names no replicas, so a first apply creates 1 pod; the
+# autoscaler's first pass (within 15 s, with or without metrics) raises it to
+# minReplicas. Waiting for that pass makes the rollout wait for all of them.
 kubernetes-apply: cluster-check ## Deploy $(REGISTRY)/$(IMAGE):$(TAG) to $(NAMESPACE) and wait for the rollout
 	@case "$(TAG)" in latest|"") echo "TAG='$(TAG)': deploy a version (make kubernetes-apply TAG=v1.2.3), never latest"; exit 1;; esac
 	@$(WITH_OVERLAY) $(KUBECTL_CTX) apply -k "$$dir"
+	$(KUBECTL_CTX) -n $(NAMESPACE) wait horizontalpodautoscaler/hello --for=condition=AbleToScale --timeout=1m
 	$(KUBECTL_CTX) -n $(NAMESPACE) rollout status deployment/hello --timeout=3m
 	@echo "hello $(TAG) serves in namespace $(NAMESPACE). Reach it:"
 	@echo "  through the Ingress:  curl http://$(HOST)/you"
