@@ -281,7 +281,7 @@ cluster-check: kubectl-check
 # The e2e suite builds its own cluster unless KUBECONFIG names one; then
 # REGISTRY must be a registry that cluster pulls from, and HOST and
 # INGRESS_URL are the Ingress's host and the cluster's ingress controller.
-e2e: $(REGISTRY_BIN) $(if $(KUBECONFIG),,$(KUBE_BIN)/kubelet $(TRAEFIK_BIN) $(METRICS_SERVER_BIN)) ## Build, push, deploy, serve, roll and delete on a real cluster (built here unless KUBECONFIG is set)
+e2e: $(REGISTRY_BIN) $(if $(KUBECONFIG),,$(KUBE_BIN)/kubelet $(TRAEFIK_BIN) $(METRICS_SERVER_BIN)) ## Build, push, deploy, serve, roll, autoscale and delete on a real cluster (built here unless KUBECONFIG is set)
 	cd test/e2e && KUBE_BIN=$(KUBE_BIN) REGISTRY_BIN=$(REGISTRY_BIN) TRAEFIK_BIN=$(TRAEFIK_BIN) METRICS_SERVER_BIN=$(METRICS_SERVER_BIN) \
 		E2E_REGISTRY=$(if $(filter command environment,$(origin REGISTRY)),$(REGISTRY)) E2E_KUBECTL=$(KUBECTL) \
 		E2E_HOST=$(if $(filter command environment,$(origin HOST)),$(HOST)) E2E_INGRESS_URL=$(INGRESS_URL) \

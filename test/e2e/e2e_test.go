@@ -79,6 +79,9 @@ func TestE2E(t *testing.T) {
 		}
 		w.make("kubernetes-apply", "TAG="+tag1)
 		w.checkDeployment(tag1)
+		// The pods are too new for metrics: the autoscaler ran them up to
+		// minReplicas without.
+		t.Logf("kubectl get hpa:\n%s", indent(w.kubectlRun("get", "horizontalpodautoscaler", "hello")))
 		w.checkMemoryLimit()
 		w.checkPodSecurity()
 	})
@@ -108,7 +111,7 @@ func TestE2E(t *testing.T) {
 		w.checkIngress(direct)
 	})
 	w.step("rollout restart under load", func() {
-		w.underLoad(url, func() {
+		w.underLoad(url, loadMaxTime, func() {
 			w.kubectlRun("rollout", "restart", "deployment/hello")
 			w.kubectlRun("rollout", "status", "deployment/hello", "--timeout=3m")
 		})
@@ -118,7 +121,7 @@ func TestE2E(t *testing.T) {
 	})
 	w.step("image update to "+tag2+" under load", func() {
 		before := w.podImages()
-		w.underLoad(url, func() { w.make("kubernetes-apply", "TAG="+tag2) })
+		w.underLoad(url, loadMaxTime, func() { w.make("kubernetes-apply", "TAG="+tag2) })
 		after := w.podImages()
 		want := w.registry + "/" + image + ":" + tag2
 		for pod, img := range after {
@@ -132,6 +135,7 @@ func TestE2E(t *testing.T) {
 			}
 		}
 	})
+	w.step("autoscale under load", func() { w.autoscale(url, tag2) })
 	w.step("kubernetes-delete", func() {
 		w.make("kubernetes-delete")
 		if left := w.kubectlRun("get", "all,ingress,poddisruptionbudget,configmap,secret,serviceaccount", "-o", "name"); left != "" {
@@ -461,33 +465,36 @@ func (w *walk) streams(url string) []stream {
 	return append(streams, stream{"through Traefik", 100, func() error { return w.ingress.greet("/TutorialHero") }})
 }
 
+// streamResult is what one stream counted.
+type streamResult struct {
+	stream
+	sent, failed int
+	errs         []string
+}
+
 // underLoad runs the streams while change runs and until the replaced pods
-// are gone, then asserts that no request failed.
-func (w *walk) underLoad(url string, change func()) {
+// are gone, for at most maxTime, then asserts that no request failed and
+// returns the counts.
+func (w *walk) underLoad(url string, maxTime time.Duration, change func()) []*streamResult {
 	w.t.Helper()
-	ctx, stop := context.WithTimeout(w.ctx, loadMaxTime)
+	ctx, stop := context.WithTimeout(w.ctx, maxTime)
 	defer stop()
-	type result struct {
-		stream
-		sent, failed int
-		errs         []string
-	}
 	var (
 		mu       sync.Mutex
-		results  []*result
+		results  []*streamResult
 		requests sync.WaitGroup
 		senders  sync.WaitGroup
 	)
 	start := time.Now()
 	for _, s := range w.streams(url) {
-		r := &result{stream: s}
+		r := &streamResult{stream: s}
 		results = append(results, r)
 		senders.Add(1)
 		go func() {
 			defer senders.Done()
 			tick := time.NewTicker(time.Second / time.Duration(s.rate))
 			defer tick.Stop()
-			for range s.rate * int(loadMaxTime/time.Second) {
+			for range s.rate * int(maxTime/time.Second) {
 				select {
 				case <-ctx.Done():
 					return
@@ -524,6 +531,7 @@ func (w *walk) underLoad(url string, change func()) {
 			w.t.Errorf("%s: the stream covered the rollout only partly (%d requests, cut: %v)", r.via, r.sent, cut)
 		}
 	}
+	return results
 }
 
 // waitOldPodsGone waits until exactly the two new pods are left: a rollout
