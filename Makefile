@@ -275,6 +275,11 @@ KUBECTL_CTX = $(KUBECTL)$(if $(KUBE_CONTEXT), --context $(KUBE_CONTEXT))
 TRAEFIK_VERSION := $(shell awk '$$1 == "require" && $$2 == "github.com/traefik/traefik/v3" {print $$3}' test/e2e/traefik/go.mod)
 TRAEFIK_BIN := $(TOOLS)/traefik-$(TRAEFIK_VERSION)/traefik
 
+# test/e2e/metrics-server/go.mod pins the metrics-server the e2e cluster's
+# HorizontalPodAutoscaler reads CPU from (docs/kubernetes.md).
+METRICS_SERVER_VERSION := $(shell awk '$$1 == "require" && $$2 == "sigs.k8s.io/metrics-server" {print $$3}' test/e2e/metrics-server/go.mod)
+METRICS_SERVER_BIN := $(TOOLS)/metrics-server-$(METRICS_SERVER_VERSION)/metrics-server
+
 # A throwaway kustomize overlay on top of k8s/: the namespace, the image and the
 # host come from the knobs, so no file in the repo is edited per deployment.
 # The image is named by the digest kubernetes-apply verified ($$DIGEST).
@@ -300,12 +305,17 @@ WITH_OVERLAY = mkdir -p .cache && dir=$$(mktemp -d .cache/overlay.XXXXXX) && tra
 # has cosign verify its signature for $(TAG) and its SBOM attestation with
 # VERIFY_KEY; it refuses, on one line, an image that is unsigned, signed by
 # another key, or signed for another tag (the tag was moved).
+#
+# The Deployment names no replicas, so a first apply creates 1 pod; the
+# autoscaler's first pass (within 15 s, with or without metrics) raises it to
+# minReplicas. Waiting for that pass makes the rollout wait for all of them.
 kubernetes-apply: cluster-check $(RELEASE) $(if $(filter $(COSIGN_BIN),$(COSIGN)),$(COSIGN_BIN)) ## Deploy $(REGISTRY)/$(IMAGE):$(TAG) by its digest, once its signature and SBOM verify with VERIFY_KEY
 	@case "$(TAG)" in latest|"") echo "TAG='$(TAG)': deploy a version (make kubernetes-apply TAG=v1.2.3), never latest"; exit 1;; esac
 	@case "$(VERIFY_KEY)" in *://*) ;; *) test -f $(VERIFY_KEY) || { echo "No public key at VERIFY_KEY=$(VERIFY_KEY): set VERIFY_KEY to the key that signed the image (make docker-push makes a pair on first use)"; exit 1; };; esac
 	@DIGEST=$$($(RELEASE) verify -cosign $(COSIGN) -key $(VERIFY_KEY) $(REGISTRY)/$(IMAGE):$(TAG)) && \
 	echo "$(REGISTRY)/$(IMAGE):$(TAG) is $$DIGEST: signed for $(TAG), SBOM attested, by the key $(VERIFY_KEY)" && \
 	$(WITH_OVERLAY) $(KUBECTL_CTX) apply -k "$$dir"
+	$(KUBECTL_CTX) -n $(NAMESPACE) wait horizontalpodautoscaler/hello --for=condition=AbleToScale --timeout=1m
 	$(KUBECTL_CTX) -n $(NAMESPACE) rollout status deployment/hello --timeout=3m
 	@echo "hello $(TAG) serves in namespace $(NAMESPACE). Reach it:"
 	@echo "  through the Ingress:  curl http://$(HOST)/you"
@@ -334,8 +344,8 @@ cluster-check: kubectl-check
 # The e2e suite builds its own cluster unless KUBECONFIG names one; then
 # REGISTRY must be a registry that cluster pulls from, and HOST and
 # INGRESS_URL are the Ingress's host and the cluster's ingress controller.
-e2e: $(REGISTRY_BIN) $(COSIGN_BIN) $(CYCLONEDX) $(RELEASE) $(if $(KUBECONFIG),,$(KUBE_BIN)/kubelet $(TRAEFIK_BIN)) ## Build, push, deploy, serve, roll and delete on a real cluster (built here unless KUBECONFIG is set)
-	cd test/e2e && KUBE_BIN=$(KUBE_BIN) REGISTRY_BIN=$(REGISTRY_BIN) TRAEFIK_BIN=$(TRAEFIK_BIN) \
+e2e: $(REGISTRY_BIN) $(COSIGN_BIN) $(CYCLONEDX) $(RELEASE) $(if $(KUBECONFIG),,$(KUBE_BIN)/kubelet $(TRAEFIK_BIN) $(METRICS_SERVER_BIN)) ## Build, push, deploy, serve, roll, autoscale and delete on a real cluster (built here unless KUBECONFIG is set)
+	cd test/e2e && KUBE_BIN=$(KUBE_BIN) REGISTRY_BIN=$(REGISTRY_BIN) TRAEFIK_BIN=$(TRAEFIK_BIN) METRICS_SERVER_BIN=$(METRICS_SERVER_BIN) \
 		E2E_REGISTRY=$(if $(filter command environment,$(origin REGISTRY)),$(REGISTRY)) E2E_KUBECTL=$(KUBECTL) \
 		E2E_HOST=$(if $(filter command environment,$(origin HOST)),$(HOST)) E2E_INGRESS_URL=$(INGRESS_URL) \
 		go test -count=1 -v -timeout 20m .
@@ -349,3 +359,9 @@ $(TRAEFIK_BIN): test/e2e/traefik/go.mod test/e2e/traefik/go.sum
 	cd test/e2e/traefik && CGO_ENABLED=0 go build -trimpath \
 		-ldflags '-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$(TRAEFIK_VERSION)' \
 		-o $@ github.com/traefik/traefik/v3/cmd/traefik
+
+# ~4 min cold on 2 cores (6 min of CPU).
+$(METRICS_SERVER_BIN): test/e2e/metrics-server/go.mod test/e2e/metrics-server/go.sum
+	cd test/e2e/metrics-server && CGO_ENABLED=0 go build -trimpath \
+		-ldflags '-s -w -X k8s.io/client-go/pkg/version.gitVersion=$(METRICS_SERVER_VERSION)' \
+		-o $@ sigs.k8s.io/metrics-server/cmd/metrics-server

@@ -50,12 +50,12 @@ type cluster struct {
 	exited   []string // components that stopped while the cluster should run
 }
 
-// startCluster brings up the built-in cluster with a registry on 127.0.0.1
-// and Traefik as its ingress controller, and returns the admin kubeconfig,
-// the registry's host:port and the URL of Traefik's entry point. Its cleanup
-// removes every trace, also when the test fails, and fails the test when
-// something is left.
-func startCluster(ctx context.Context, t *testing.T, kubeBin, registryBin, traefikBin string) (kubeconfig, registry, ingress string) {
+// startCluster brings up the built-in cluster with a registry on 127.0.0.1,
+// Traefik as its ingress controller and metrics-server, and returns the admin
+// kubeconfig, the registry's host:port and the URL of Traefik's entry point.
+// Its cleanup removes every trace, also when the test fails, and fails the
+// test when something is left.
+func startCluster(ctx context.Context, t *testing.T, kubeBin, registryBin, traefikBin, metricsServerBin string) (kubeconfig, registry, ingress string) {
 	// Without the lock, a second run would take the first one's cluster for
 	// leftovers and remove it. The kernel drops the lock when a run dies.
 	lock, err := os.OpenFile(lockFile, os.O_CREATE|os.O_RDWR, 0o600)
@@ -140,7 +140,16 @@ func startCluster(ctx context.Context, t *testing.T, kubeBin, registryBin, traef
 		"--service-cluster-ip-range", serviceCIDR,
 		"--service-account-issuer", "https://kubernetes.default.svc",
 		"--service-account-key-file", pki+"sa.pub", "--service-account-signing-key-file", pki+"sa.key",
-		"--authorization-mode", "Node,RBAC")
+		"--authorization-mode", "Node,RBAC",
+		// The aggregation layer, as k3s configures it, for metrics-server:
+		// the API server passes a request on with the front proxy's client
+		// certificate and the user in these headers, straight to the
+		// Service's endpoint (routing), not through its ClusterIP.
+		"--requestheader-client-ca-file", pki+"front-proxy-ca.crt", "--requestheader-allowed-names", "front-proxy-client",
+		"--requestheader-username-headers", "X-Remote-User", "--requestheader-group-headers", "X-Remote-Group",
+		"--requestheader-extra-headers-prefix", "X-Remote-Extra-",
+		"--proxy-client-cert-file", pki+"front-proxy-client.crt", "--proxy-client-key-file", pki+"front-proxy-client.key",
+		"--enable-aggregator-routing")
 	kubeconfig = stateDir + "/admin.kubeconfig"
 	c.waitFor(ctx, "kube-apiserver", 60*time.Second, func() error {
 		return c.kubectlQuiet(ctx, kubeconfig, "get", "--raw", "/readyz")
@@ -160,7 +169,9 @@ func startCluster(ctx context.Context, t *testing.T, kubeBin, registryBin, traef
 	c.waitFor(ctx, "node "+nodeName+" Ready", 90*time.Second, func() error {
 		return c.kubectlQuiet(ctx, kubeconfig, "wait", "--for=condition=Ready", "node/"+nodeName, "--timeout=2s")
 	})
-	return kubeconfig, c.registry, c.startTraefik(ctx, traefikBin, kubeconfig)
+	ingress = c.startTraefik(ctx, traefikBin, kubeconfig)
+	c.startMetricsServer(ctx, metricsServerBin, kubeconfig)
+	return kubeconfig, c.registry, ingress
 }
 
 // start runs one component in its own process group (a Ctrl-C reaches the
@@ -216,6 +227,33 @@ func (c *cluster) kubectlQuiet(ctx context.Context, kubeconfig string, args ...s
 		return fmt.Errorf("kubectl %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// canI is a row of kubectl auth can-i: a verb, a resource, and "yes" or "no".
+type canI struct{ verb, resource, want string }
+
+// serviceAccount applies manifest, which holds the ServiceAccount name in
+// kube-system and its rights, checks the rights against rights, and returns
+// a token of that account for a component that runs as a host process.
+func (c *cluster) serviceAccount(ctx context.Context, kubeconfig, manifest, name string, rights []canI) string {
+	if err := c.kubectlQuiet(ctx, kubeconfig, "apply", "-f", manifest); err != nil {
+		c.t.Fatalf("%s: %v", manifest, err)
+	}
+	for _, tc := range rights {
+		// #nosec G204 -- the suite's own kubectl, arguments from the suite's tables.
+		out, _ := exec.CommandContext(ctx, c.bin+"/kubectl", "--kubeconfig", kubeconfig, "auth", "can-i", tc.verb, tc.resource,
+			"--all-namespaces", "--as=system:serviceaccount:kube-system:"+name).Output() // exits 1 for "no"
+		if got := strings.TrimSpace(string(out)); got != tc.want {
+			c.t.Fatalf("ServiceAccount %s: can-i %s %s = %q, want %q", name, tc.verb, tc.resource, got, tc.want)
+		}
+	}
+	// #nosec G204 -- the suite's own kubectl and kubeconfig, the suite's account.
+	token, err := exec.CommandContext(ctx, c.bin+"/kubectl", "--kubeconfig", kubeconfig,
+		"-n", "kube-system", "create", "token", name, "--duration=2h").Output()
+	if err != nil {
+		c.t.Fatalf("a token for ServiceAccount %s: %v", name, err)
+	}
+	return strings.TrimSpace(string(token))
 }
 
 // startRegistry runs CNCF Distribution on a free port of 127.0.0.1.
@@ -389,28 +427,22 @@ func (c *cluster) printLogs() {
 	}
 }
 
-// writePKI writes a throwaway CA, the serving certificates of the API server
-// and the kubelet, one admin client certificate (system:masters) that every
-// component uses, and the service account signing key.
+// writePKI writes a throwaway CA, the serving certificates of the API server,
+// the kubelet and metrics-server, one admin client certificate
+// (system:masters) that every component uses, and the service account
+// signing key. A second CA, the front proxy's, signs the one certificate the
+// API server shows aggregated API servers (metrics-server) when it passes a
+// request on: it is trusted for that and nothing else.
 func writePKI(dir string) error {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, caKey, err := newCA(dir, "ca", "hello-e2e-ca")
 	if err != nil {
 		return err
 	}
-	caTemplate := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "hello-e2e-ca"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTemplate, caTemplate, &caKey.PublicKey, caKey)
+	proxyCA, proxyCAKey, err := newCA(dir, "front-proxy-ca", "hello-e2e-front-proxy-ca")
 	if err != nil {
 		return err
 	}
-	ca, _ := x509.ParseCertificate(caDER)
-	if err := writePEM(dir+"/ca.crt", "CERTIFICATE", caDER); err != nil {
-		return err
-	}
-	issue := func(name string, subject pkix.Name, usage x509.ExtKeyUsage, ips []string, dns []string) error {
+	issue := func(ca *x509.Certificate, caKey *ecdsa.PrivateKey, name string, subject pkix.Name, usage x509.ExtKeyUsage, ips []string, dns []string) error {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			return err
@@ -438,14 +470,38 @@ func writePKI(dir string) error {
 	saDER, _ := x509.MarshalECPrivateKey(saKey)
 	saPub, _ := x509.MarshalPKIXPublicKey(&saKey.PublicKey)
 	return errors.Join(
-		issue("apiserver", pkix.Name{CommonName: "kube-apiserver"}, x509.ExtKeyUsageServerAuth,
+		issue(ca, caKey, "apiserver", pkix.Name{CommonName: "kube-apiserver"}, x509.ExtKeyUsageServerAuth,
 			[]string{nodeIP, apiServerIP, "127.0.0.1"},
 			[]string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "localhost"}),
-		issue("kubelet", pkix.Name{CommonName: nodeName}, x509.ExtKeyUsageServerAuth, []string{nodeIP}, []string{nodeName}),
-		issue("admin", pkix.Name{CommonName: "admin", Organization: []string{"system:masters"}}, x509.ExtKeyUsageClientAuth, nil, nil),
+		issue(ca, caKey, "kubelet", pkix.Name{CommonName: nodeName}, x509.ExtKeyUsageServerAuth, []string{nodeIP}, []string{nodeName}),
+		// The API server checks the name of the Service the APIService names.
+		issue(ca, caKey, "metrics-server", pkix.Name{CommonName: "metrics-server"}, x509.ExtKeyUsageServerAuth,
+			[]string{nodeIP}, []string{"metrics-server.kube-system.svc"}),
+		issue(ca, caKey, "admin", pkix.Name{CommonName: "admin", Organization: []string{"system:masters"}}, x509.ExtKeyUsageClientAuth, nil, nil),
+		issue(proxyCA, proxyCAKey, "front-proxy-client", pkix.Name{CommonName: "front-proxy-client"}, x509.ExtKeyUsageClientAuth, nil, nil),
 		writePEM(dir+"/sa.key", "EC PRIVATE KEY", saDER),
 		writePEM(dir+"/sa.pub", "PUBLIC KEY", saPub),
 	)
+}
+
+// newCA writes a self-signed CA's certificate as dir/name.crt and returns it
+// with its key, which stays in memory only.
+func newCA(dir, name, commonName string) (*x509.Certificate, *ecdsa.PrivateKey, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	template := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: commonName},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, template, template, &key.PublicKey, key)
+	if err != nil {
+		return nil, nil, err
+	}
+	ca, _ := x509.ParseCertificate(der)
+	return ca, key, writePEM(dir+"/"+name+".crt", "CERTIFICATE", der)
 }
 
 func writePEM(path, kind string, der []byte) error {

@@ -83,6 +83,9 @@ func TestE2E(t *testing.T) {
 		w.make("kubernetes-apply", "TAG="+tag1)
 		w.checkDeployment(tag1, pushed1)
 		w.checkPodImages(pushed1)
+		// The pods are too new for metrics: the autoscaler ran them up to
+		// minReplicas without.
+		t.Logf("kubectl get hpa:\n%s", indent(w.kubectlRun("get", "horizontalpodautoscaler", "hello")))
 		w.checkMemoryLimit()
 		w.checkPodSecurity()
 	})
@@ -112,7 +115,7 @@ func TestE2E(t *testing.T) {
 		w.checkIngress(direct)
 	})
 	w.step("rollout restart under load", func() {
-		w.underLoad(url, func() {
+		w.underLoad(url, loadMaxTime, func() {
 			w.kubectlRun("rollout", "restart", "deployment/hello")
 			w.kubectlRun("rollout", "status", "deployment/hello", "--timeout=3m")
 		})
@@ -122,7 +125,7 @@ func TestE2E(t *testing.T) {
 		if pushed2 == pushed1 {
 			t.Fatalf("%s and %s pushed one digest %s: the update would change nothing", tag1, tag2, pushed1)
 		}
-		w.underLoad(url, func() { w.make("kubernetes-apply", "TAG="+tag2) })
+		w.underLoad(url, loadMaxTime, func() { w.make("kubernetes-apply", "TAG="+tag2) })
 		w.checkPodImages(pushed2)
 	})
 	w.step("kubernetes-apply refuses what it cannot verify", func() {
@@ -147,6 +150,7 @@ func TestE2E(t *testing.T) {
 		}
 		w.checkPodImages(pushed2)
 	})
+	w.step("autoscale under load", func() { w.autoscale(url, tag2) })
 	w.step("kubernetes-delete", func() {
 		w.make("kubernetes-delete")
 		if left := w.kubectlRun("get", "all,ingress,poddisruptionbudget,configmap,secret,serviceaccount", "-o", "name"); left != "" {
@@ -205,14 +209,15 @@ func setup(t *testing.T) *walk {
 		return w
 	}
 
-	kubeBin, registryBin, traefikBin := os.Getenv("KUBE_BIN"), os.Getenv("REGISTRY_BIN"), os.Getenv("TRAEFIK_BIN")
-	if kubeBin == "" || registryBin == "" || traefikBin == "" {
-		require(t, []string{"KUBE_BIN, REGISTRY_BIN or TRAEFIK_BIN unset: run the suite with make e2e, which builds Kubernetes, the registry and Traefik and sets them"})
+	kubeBin, registryBin, traefikBin, metricsServerBin := os.Getenv("KUBE_BIN"), os.Getenv("REGISTRY_BIN"), os.Getenv("TRAEFIK_BIN"), os.Getenv("METRICS_SERVER_BIN")
+	if kubeBin == "" || registryBin == "" || traefikBin == "" || metricsServerBin == "" {
+		require(t, []string{"KUBE_BIN, REGISTRY_BIN, TRAEFIK_BIN or METRICS_SERVER_BIN unset: run the suite with make e2e, which builds Kubernetes, the registry, Traefik and metrics-server and sets them"})
 	}
 	needs := map[string]string{
 		kubeBin + "/kubelet": "run the suite with make e2e: it builds Kubernetes into KUBE_BIN",
 		registryBin:          "run the suite with make e2e: it installs the registry into REGISTRY_BIN",
 		traefikBin:           "run the suite with make e2e: it builds Traefik into TRAEFIK_BIN",
+		metricsServerBin:     "run the suite with make e2e: it builds metrics-server into METRICS_SERVER_BIN",
 		"go":                 "install Go",
 	}
 	for pkg, cmds := range map[string][]string{ // Debian's packages
@@ -242,7 +247,7 @@ func setup(t *testing.T) *walk {
 	t.Setenv("KUBECACHEDIR", stateDir+"/kubectl-cache") // not ~/.kube/cache
 	start := time.Now()
 	var ingressURL string
-	w.kubeconfig, w.registry, ingressURL = startCluster(ctx, t, kubeBin, registryBin, traefikBin)
+	w.kubeconfig, w.registry, ingressURL = startCluster(ctx, t, kubeBin, registryBin, traefikBin, metricsServerBin)
 	w.ingress = ingressClient{client: keepAlive(), url: ingressURL, host: w.host}
 	w.context = nodeName // the kubeconfig's one context, named to exercise KUBE_CONTEXT
 	w.timings = append(w.timings, fmt.Sprintf("0 %-50s %s", "start the cluster", since(start)))
@@ -538,33 +543,36 @@ func (w *walk) streams(url string) []stream {
 	return append(streams, stream{"through Traefik", 100, func() error { return w.ingress.greet("/TutorialHero") }})
 }
 
+// streamResult is what one stream counted.
+type streamResult struct {
+	stream
+	sent, failed int
+	errs         []string
+}
+
 // underLoad runs the streams while change runs and until the replaced pods
-// are gone, then asserts that no request failed.
-func (w *walk) underLoad(url string, change func()) {
+// are gone, for at most maxTime, then asserts that no request failed and
+// returns the counts.
+func (w *walk) underLoad(url string, maxTime time.Duration, change func()) []*streamResult {
 	w.t.Helper()
-	ctx, stop := context.WithTimeout(w.ctx, loadMaxTime)
+	ctx, stop := context.WithTimeout(w.ctx, maxTime)
 	defer stop()
-	type result struct {
-		stream
-		sent, failed int
-		errs         []string
-	}
 	var (
 		mu       sync.Mutex
-		results  []*result
+		results  []*streamResult
 		requests sync.WaitGroup
 		senders  sync.WaitGroup
 	)
 	start := time.Now()
 	for _, s := range w.streams(url) {
-		r := &result{stream: s}
+		r := &streamResult{stream: s}
 		results = append(results, r)
 		senders.Add(1)
 		go func() {
 			defer senders.Done()
 			tick := time.NewTicker(time.Second / time.Duration(s.rate))
 			defer tick.Stop()
-			for range s.rate * int(loadMaxTime/time.Second) {
+			for range s.rate * int(maxTime/time.Second) {
 				select {
 				case <-ctx.Done():
 					return
@@ -601,6 +609,7 @@ func (w *walk) underLoad(url string, change func()) {
 			w.t.Errorf("%s: the stream covered the rollout only partly (%d requests, cut: %v)", r.via, r.sent, cut)
 		}
 	}
+	return results
 }
 
 // waitOldPodsGone waits until exactly the two new pods are left: a rollout

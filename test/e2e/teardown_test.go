@@ -18,7 +18,7 @@ import (
 // only if it runs one of these and its command line names stateDir.
 var clusterBinaries = []string{
 	"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
-	"kube-proxy", "containerd", "containerd-shim-runc-v2", "registry", "traefik",
+	"kube-proxy", "containerd", "containerd-shim-runc-v2", "registry", "traefik", "metrics-server",
 }
 
 // Host settings the kubelet, kube-proxy and the bridge plugin may change; the

@@ -20,29 +20,13 @@ import (
 // ping and metrics stay off, as do the version check and the usage report,
 // which would call out to traefik.io. It returns the entry point's URL.
 func (c *cluster) startTraefik(ctx context.Context, traefikBin, kubeconfig string) string {
-	if err := c.kubectlQuiet(ctx, kubeconfig, "apply", "-f", "traefik/traefik.yaml"); err != nil {
-		c.t.Fatalf("Traefik's ServiceAccount, rights and IngressClass: %v", err)
-	}
 	// What Traefik's documented rights allow, and what they must not.
-	for _, tc := range []struct{ verb, resource, want string }{
+	token := c.serviceAccount(ctx, kubeconfig, "traefik/traefik.yaml", "traefik", []canI{
 		{"watch", "ingresses.networking.k8s.io", "yes"},
 		{"list", "endpointslices.discovery.k8s.io", "yes"},
 		{"update", "ingresses.networking.k8s.io", "no"},
 		{"create", "pods", "no"},
-	} {
-		// #nosec G204 -- the suite's own kubectl, arguments from the table above.
-		out, _ := exec.CommandContext(ctx, c.bin+"/kubectl", "--kubeconfig", kubeconfig, "auth", "can-i", tc.verb, tc.resource,
-			"--all-namespaces", "--as=system:serviceaccount:kube-system:traefik").Output() // exits 1 for "no"
-		if got := strings.TrimSpace(string(out)); got != tc.want {
-			c.t.Fatalf("Traefik's ServiceAccount: can-i %s %s = %q, want %q", tc.verb, tc.resource, got, tc.want)
-		}
-	}
-	// #nosec G204 -- the suite's own kubectl and kubeconfig, fixed arguments.
-	token, err := exec.CommandContext(ctx, c.bin+"/kubectl", "--kubeconfig", kubeconfig,
-		"-n", "kube-system", "create", "token", "traefik", "--duration=2h").Output()
-	if err != nil {
-		c.t.Fatalf("a token for Traefik's ServiceAccount: %v", err)
-	}
+	})
 
 	addr := c.freeAddr(nodeIP)
 	// The token in a file only root reads, not on the command line, where
@@ -56,7 +40,7 @@ providers:
     certAuthFilePath: "%s/pki/ca.crt"
     token: "%s"
 log: {level: INFO, noColor: true}
-`, addr, nodeIP, stateDir, strings.TrimSpace(string(token)))
+`, addr, nodeIP, stateDir, token)
 	must(c.t, os.WriteFile(stateDir+"/traefik.yaml", []byte(config), 0o600)) // #nosec G303 -- stateDir is the cluster's own folder, made by startCluster
 	pid := c.start("traefik", traefikBin, "--configfile="+stateDir+"/traefik.yaml")
 	url := "http://" + addr
