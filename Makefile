@@ -22,7 +22,7 @@ REGISTRY_VERSION ?= v3.0.0
 COSIGN_VERSION ?= v2.6.5
 CYCLONEDX_VERSION ?= v1.10.0
 # The cosign binary: the pinned one, built on first use, or your own.
-COSIGN   ?= $(TOOLS)/cosign@$(COSIGN_VERSION)/cosign
+COSIGN   ?= $(COSIGN_BIN)
 
 KNOBS := IMAGE VERSION TAG REGISTRY GOARCH PORT BIN TOOLS STATICCHECK_VERSION GOSEC_VERSION REGISTRY_VERSION \
 	COSIGN_VERSION CYCLONEDX_VERSION COSIGN
@@ -36,6 +36,8 @@ STATICCHECK := $(TOOLS)/staticcheck@$(STATICCHECK_VERSION)/staticcheck
 GOSEC := $(TOOLS)/gosec@$(GOSEC_VERSION)/gosec
 REGISTRY_BIN := $(TOOLS)/registry@$(REGISTRY_VERSION)/registry
 COSIGN_BIN := $(TOOLS)/cosign@$(COSIGN_VERSION)/cosign
+# What a target that runs $(COSIGN) needs built first: the pinned cosign, unless COSIGN names another.
+COSIGN_DEP = $(filter $(COSIGN_BIN),$(COSIGN))
 CYCLONEDX := $(TOOLS)/cyclonedx-gomod@$(CYCLONEDX_VERSION)/cyclonedx-gomod
 # release/ (a module of its own, on go-containerregistry) pushes reproducible
 # images and resolves a tag to a verified digest.
@@ -147,7 +149,8 @@ docker-run: docker-build ## Run the image on 127.0.0.1:$(PORT), locked down as i
 # and the builder's IDs are gone. Then cosign signs its digest, for $(TAG),
 # and attaches the binary's CycloneDX SBOM as a signed attestation. No
 # transparency log is written: docs/image.md says what one adds.
-COSIGN_SIGN = $(COSIGN) sign --key $(SIGNING_KEY) --tlog-upload=false --yes -a tag=$(TAG)
+COSIGN_KEYED = --key $(SIGNING_KEY) --tlog-upload=false --yes
+COSIGN_SIGN = $(COSIGN) sign $(COSIGN_KEYED) -a tag=$(TAG)
 docker-push: registry-check signing-key $(RELEASE) $(CYCLONEDX) $(if $(ARCHS),,docker-build) ## Push $(REGISTRY)/$(IMAGE):$(TAG) reproducibly, sign it, attest its SBOM; with PLATFORMS, one index
 ifeq ($(ARCHS),)
 	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
@@ -156,7 +159,7 @@ ifeq ($(ARCHS),)
 	ref=$$($(RELEASE) push -epoch $(SOURCE_DATE_EPOCH) "$$dir/image.tar" $(REGISTRY)/$(IMAGE):$(TAG)); \
 	echo "pushed $$ref"; \
 	$(COSIGN_SIGN) "$$ref"; \
-	$(COSIGN) attest --key $(SIGNING_KEY) --tlog-upload=false --yes --type cyclonedx --predicate "$$dir/sbom.json" "$$ref"; \
+	$(COSIGN) attest $(COSIGN_KEYED) --type cyclonedx --predicate "$$dir/sbom.json" "$$ref"; \
 	echo "$$ref"
 else
 	set -e; for arch in $(ARCHS); do \
@@ -167,7 +170,7 @@ else
 endif
 
 # A key given as a cosign URI (awskms://, hashivault://, ...) is used as is.
-signing-key: $(if $(filter $(COSIGN_BIN),$(COSIGN)),$(COSIGN_BIN))
+signing-key: $(COSIGN_DEP)
 	@case "$(SIGNING_KEY)" in *://*) exit 0;; esac; test -f $(SIGNING_KEY) && exit 0; \
 	mkdir -p $(dir $(SIGNING_KEY)) && cd $(dir $(SIGNING_KEY)) && \
 	{ out=$$($(COSIGN) generate-key-pair --output-key-prefix $(basename $(notdir $(SIGNING_KEY))) 2>&1) || { echo "$$out"; exit 1; }; } && \
@@ -309,7 +312,7 @@ WITH_OVERLAY = mkdir -p .cache && dir=$$(mktemp -d .cache/overlay.XXXXXX) && tra
 # The Deployment names no replicas, so a first apply creates 1 pod; the
 # autoscaler's first pass (within 15 s, with or without metrics) raises it to
 # minReplicas. Waiting for that pass makes the rollout wait for all of them.
-kubernetes-apply: cluster-check $(RELEASE) $(if $(filter $(COSIGN_BIN),$(COSIGN)),$(COSIGN_BIN)) ## Deploy $(REGISTRY)/$(IMAGE):$(TAG) by its digest, once its signature and SBOM verify with VERIFY_KEY
+kubernetes-apply: cluster-check $(RELEASE) $(COSIGN_DEP) ## Deploy $(REGISTRY)/$(IMAGE):$(TAG) by its digest, once its signature and SBOM verify with VERIFY_KEY
 	@case "$(TAG)" in latest|"") echo "TAG='$(TAG)': deploy a version (make kubernetes-apply TAG=v1.2.3), never latest"; exit 1;; esac
 	@case "$(VERIFY_KEY)" in *://*) ;; *) test -f $(VERIFY_KEY) || { echo "No public key at VERIFY_KEY=$(VERIFY_KEY): set VERIFY_KEY to the key that signed the image (make docker-push makes a pair on first use)"; exit 1; };; esac
 	@DIGEST=$$($(RELEASE) verify -cosign $(COSIGN) -key $(VERIFY_KEY) $(REGISTRY)/$(IMAGE):$(TAG)) && \

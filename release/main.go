@@ -190,8 +190,11 @@ func verify(ctx context.Context, tag, cosign, key string, stdout io.Writer, opts
 		}
 	}
 	if !slices.Contains(tags, ref.TagStr()) {
-		return fmt.Errorf("%s it was signed as tag %s, not %s: the tag was moved to another image",
-			what, strings.Join(append(tags, "(none)")[:max(len(tags), 1)], ", "), ref.TagStr())
+		signedAs := "(none)"
+		if len(tags) > 0 {
+			signedAs = strings.Join(tags, ", ")
+		}
+		return fmt.Errorf("%s it was signed as tag %s, not %s: the tag was moved to another image", what, signedAs, ref.TagStr())
 	}
 	images := []name.Digest{at}
 	if desc.MediaType.IsIndex() {

@@ -326,8 +326,7 @@ func (w *walk) push(tag string) string {
 	if err != nil {
 		w.t.Fatalf("make docker-push TAG=%s: %v", tag, err)
 	}
-	out = strings.TrimSpace(out)
-	last := out[strings.LastIndex(out, "\n")+1:]
+	last := lastLine([]byte(out))
 	repo, digest, _ := strings.Cut(last, "@")
 	if repo != w.registry+"/"+image || !regexp.MustCompile(`^sha256:[0-9a-f]{64}$`).MatchString(digest) {
 		w.t.Fatalf("make docker-push TAG=%s ended with %q, want %s/%s@sha256:<64 hex>:\n%s", tag, last, w.registry, image, indent(out))
