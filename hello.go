@@ -14,6 +14,8 @@
 // any other method is 405. The two names healthz and readyz are reserved:
 // nobody called that can be greeted.
 //
+// A port, from -addr or $PORT, is a decimal number 0-65535.
+//
 // `hello -h` lists the flags and $PORT. On SIGTERM or SIGINT it answers /readyz
 // with 503 for -shutdown-delay, then drains for -shutdown-timeout; a second
 // signal stops it at once. Logs are JSON lines on stdout, after a banner.
@@ -98,12 +100,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stdout, "hello %s (revision %s, %s)\n", version, revision, runtime.Version())
 		return nil
 	}
-	if !isSet(fs, "addr") && getenv("PORT") != "" {
-		*addr = ":" + getenv("PORT")
+	if port := getenv("PORT"); !isSet(fs, "addr") && port != "" {
+		if !isPort(port) {
+			return usageError{fmt.Errorf("bad $PORT %q: want a decimal port, 0-65535", port)}
+		}
+		*addr = ":" + port
 	}
-	port, err := portOf(*addr)
+	_, port, err := net.SplitHostPort(*addr)
 	if err != nil {
-		return usageError{err}
+		return usageError{fmt.Errorf("bad -addr %q: want host:port, e.g. :8080", *addr)}
+	}
+	if !isPort(port) {
+		return usageError{fmt.Errorf("bad port %q in -addr %q: want a decimal port, 0-65535", port, *addr)}
 	}
 	if *healthcheck {
 		return probe(net.JoinHostPort("127.0.0.1", port))
@@ -191,16 +199,11 @@ func isSet(fs *flag.FlagSet, name string) bool {
 	return set
 }
 
-// portOf checks a listen address such as ":8080" or "127.0.0.1:0" and returns its port.
-func portOf(addr string) (string, error) {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", fmt.Errorf("bad listen address %q: want host:port, e.g. :8080", addr)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return "", fmt.Errorf("bad port %q in listen address %q: want 0-65535", port, addr)
-	}
-	return port, nil
+// isPort is true for a port written as a decimal number 0-65535, with no
+// sign, leading zero or name: net.Listen would take "+80", "0080" and "http".
+func isPort(s string) bool {
+	n, err := strconv.ParseUint(s, 10, 16)
+	return err == nil && strconv.FormatUint(n, 10) == s
 }
 
 // probe asks a running hello for /healthz. It speaks HTTP/1.0 over a plain

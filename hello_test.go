@@ -21,6 +21,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -415,6 +416,43 @@ func TestRunFlags(t *testing.T) {
 				t.Errorf("run(%q) printed %q, want it to contain %q", tc.args, all, tc.out)
 			}
 		})
+	}
+}
+
+// TestPort: a port, from -addr or from $PORT, is a decimal number 0-65535
+// written as such; a bad one is a usage error that names where it came from.
+func TestPort(t *testing.T) {
+	for _, tc := range []struct {
+		port string
+		ok   bool
+	}{
+		{"0", true}, {"8080", true}, {"65535", true},
+		{"65536", false}, {"99999", false}, {"+80", false}, {"-1", false}, {"0080", false},
+		{"00", false}, {"http", false}, {"0x50", false}, {"8_080", false}, {" 80", false}, {"", false},
+	} {
+		for _, from := range []struct {
+			name string
+			args []string
+			env  map[string]string
+			want string // in a usage error's message
+		}{
+			{"-addr", []string{"-addr", "127.0.0.1:" + tc.port}, nil, "-addr"},
+			{"$PORT", nil, map[string]string{"PORT": tc.port}, "$PORT"},
+		} {
+			if from.name == "$PORT" && tc.port == "" {
+				continue // an empty PORT is no PORT
+			}
+			// -healthcheck takes the port through the same rules, then
+			// probes it: a failed probe is exit 1, not a usage error.
+			err := run(context.Background(), append(from.args, "-healthcheck"), mapenv(from.env), io.Discard, io.Discard)
+			usage := errors.As(err, new(usageError))
+			switch {
+			case tc.ok && usage:
+				t.Errorf("port %q from %s: usage error %v, want it accepted", tc.port, from.name, err)
+			case !tc.ok && (!usage || !strings.Contains(err.Error(), from.want) || !strings.Contains(err.Error(), strconv.Quote(tc.port))):
+				t.Errorf("port %q from %s: %v, want a usage error naming %s and %q", tc.port, from.name, err, from.want, tc.port)
+			}
+		}
 	}
 }
 
