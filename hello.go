@@ -14,7 +14,9 @@
 // any other method is 405. The two names healthz and readyz are reserved:
 // nobody called that can be greeted.
 //
-// A port, from -addr or $PORT, is a decimal number 0-65535.
+// A port, from -addr or $PORT, is a decimal number 0-65535. `hello
+// -healthcheck` serves nothing: it asks the hello on the same address for
+// /healthz within 2 s, exit 0 on 200.
 //
 // `hello -h` lists the flags and $PORT. On SIGTERM or SIGINT it answers /readyz
 // with 503 for -shutdown-delay, then drains for -shutdown-timeout; a second
@@ -82,7 +84,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	timeout := fs.Duration("shutdown-timeout", 10*time.Second, "then let in-flight requests finish this long before cutting them off")
 	accessLog := fs.Bool("access-log", false, "log one JSON line per request")
 	maxConns := fs.Int("max-conns", 1024, "hold at most `n` connections, closing the longest-idle one to make room (0: no limit)")
-	healthcheck := fs.Bool("healthcheck", false, "probe http://127.0.0.1:<port>/healthz, exit 0 on 200 and 1 otherwise")
+	healthcheck := fs.Bool("healthcheck", false, "probe /healthz of the hello on -addr (loopback for no host); exit 0 on 200, 1 otherwise")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -106,7 +108,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		*addr = ":" + port
 	}
-	_, port, err := net.SplitHostPort(*addr)
+	host, port, err := net.SplitHostPort(*addr)
 	if err != nil {
 		return usageError{fmt.Errorf("bad -addr %q: want host:port, e.g. :8080", *addr)}
 	}
@@ -114,7 +116,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return usageError{fmt.Errorf("bad port %q in -addr %q: want a decimal port, 0-65535", port, *addr)}
 	}
 	if *healthcheck {
-		return probe(net.JoinHostPort("127.0.0.1", port))
+		// Go listens on both families for a wildcard host: 127.0.0.1
+		// reaches it, also where a container has no IPv6.
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			host = "127.0.0.1"
+		}
+		return probe(net.JoinHostPort(host, port))
 	}
 
 	signals := make(chan os.Signal, 1)
@@ -206,18 +213,20 @@ func isPort(s string) bool {
 	return err == nil && strconv.FormatUint(n, 10) == s
 }
 
-// probe asks a running hello for /healthz. It speaks HTTP/1.0 over a plain
-// connection, so the binary carries no HTTP client and the image needs no curl.
+// probe asks a running hello for /healthz, within 2 s in all. It speaks
+// HTTP/1.0 over a plain connection, so the binary carries no HTTP client and
+// the image needs no curl.
 func probe(addr string) error {
-	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	deadline := time.Now().Add(2 * time.Second) // one bound for the dial and the exchange
+	conn, err := (&net.Dialer{Deadline: deadline}).Dial("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
 	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
+	if err := conn.SetDeadline(deadline); err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
-	if _, err := io.WriteString(conn, "GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(conn, "GET /healthz HTTP/1.0\r\nHost: "+addr+"\r\n\r\n"); err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
 	status, err := bufio.NewReader(conn).ReadString('\n')

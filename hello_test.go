@@ -1030,6 +1030,48 @@ func TestHealthcheck(t *testing.T) {
 	if err := healthcheck(nil, "-addr", ":"+port); err == nil {
 		t.Errorf("-healthcheck against a 404 = nil, want an error")
 	}
+	// One that accepts and never answers is unhealthy within the probe's
+	// 2 s: the kernel accepts into the backlog of a listener that never
+	// calls Accept.
+	silent := listen(t)
+	done := make(chan error, 1)
+	go func() { done <- healthcheck(nil, "-addr", silent.Addr().String()) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Errorf("-healthcheck against a listener that never answers = nil, want an error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("-healthcheck against a listener that never answers: still waiting after 10 s, want its 2 s bound")
+	}
+}
+
+// TestHealthcheckDialsAddr: the probe dials the host -addr names, and
+// loopback for a wildcard.
+func TestHealthcheckDialsAddr(t *testing.T) {
+	for _, tc := range []struct{ listen, probe string }{
+		{"127.0.0.2:0", "127.0.0.2"}, // nothing of hello's on 127.0.0.1 at that port
+		{"[::1]:0", "[::1]"},
+		{":0", ""},
+		{"0.0.0.0:0", "0.0.0.0"},
+		{"[::]:0", "[::]"},
+	} {
+		t.Run(tc.listen, func(t *testing.T) {
+			if strings.Contains(tc.listen, "::") {
+				if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+					t.Skipf("no IPv6 loopback here: %v", err)
+				} else {
+					_ = ln.Close() // only asked whether ::1 exists
+				}
+			}
+			s := start(t, nil, "-addr", tc.listen)
+			_, port, _ := net.SplitHostPort(s.addr)
+			addr := tc.probe + ":" + port
+			if err := run(context.Background(), []string{"-healthcheck", "-addr", addr}, mapenv(nil), io.Discard, io.Discard); err != nil {
+				t.Errorf("-healthcheck -addr %s against hello -addr %s = %v, want nil", addr, tc.listen, err)
+			}
+		})
+	}
 }
 
 // TestBinary builds hello as make go-build does and checks the process:
