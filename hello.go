@@ -16,7 +16,9 @@
 //
 // A port, from -addr or $PORT, is a decimal number 0-65535. `hello
 // -healthcheck` serves nothing: it asks the hello on the same address for
-// /healthz within 2 s, exit 0 on 200.
+// /healthz within 2 s, exit 0 on 200. Without -addr it takes the arguments
+// of the hello that runs this same binary beside it (from /proc): a Docker
+// HEALTHCHECK sees the container's environment, not its arguments.
 //
 // `hello -h` lists the flags and $PORT. On SIGTERM or SIGINT it answers /readyz
 // with 503 for -shutdown-delay, then drains for -shutdown-timeout; a second
@@ -84,7 +86,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	timeout := fs.Duration("shutdown-timeout", 10*time.Second, "then let in-flight requests finish this long before cutting them off")
 	accessLog := fs.Bool("access-log", false, "log one JSON line per request")
 	maxConns := fs.Int("max-conns", 1024, "hold at most `n` connections, closing the longest-idle one to make room (0: no limit)")
-	healthcheck := fs.Bool("healthcheck", false, "probe /healthz of the hello on -addr (loopback for no host); exit 0 on 200, 1 otherwise")
+	healthcheck := fs.Bool("healthcheck", false, "probe /healthz of the hello on -addr (loopback for no host), or of the one this binary serves as; exit 0 on 200, 1 otherwise")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -101,6 +103,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if *showVersion {
 		fmt.Fprintf(stdout, "hello %s (revision %s, %s)\n", version, revision, runtime.Version())
 		return nil
+	}
+	if *healthcheck && !isSet(fs, "addr") {
+		// The image's HEALTHCHECK has the container's environment but not
+		// the arguments `docker run IMAGE -addr :9090` gave hello: read
+		// them from the hello that serves beside this probe.
+		if served := servingArgs(); served != nil {
+			if err := fs.Parse(served); err != nil {
+				return fmt.Errorf("healthcheck: the serving hello's arguments %q: %w", served, err)
+			}
+		}
 	}
 	if port := getenv("PORT"); !isSet(fs, "addr") && port != "" {
 		if !isPort(port) {
@@ -211,6 +223,39 @@ func isSet(fs *flag.FlagSet, name string) bool {
 func isPort(s string) bool {
 	n, err := strconv.ParseUint(s, 10, 16)
 	return err == nil && strconv.FormatUint(n, 10) == s
+}
+
+// servingArgs returns the arguments of the hello that serves beside this
+// probe: the process with the lowest PID whose executable is this same
+// file (PID 1 in a container; tini's child under `docker run --init`). It
+// returns nil when there is none, or /proc does not tell.
+func servingArgs() []string {
+	self, err := os.Stat("/proc/self/exe")
+	if err != nil {
+		return nil
+	}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	serving := 0
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid == os.Getpid() || serving != 0 && pid > serving {
+			continue
+		}
+		if exe, err := os.Stat("/proc/" + p.Name() + "/exe"); err == nil && os.SameFile(exe, self) {
+			serving = pid
+		}
+	}
+	if serving == 0 {
+		return nil
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(serving) + "/cmdline") // #nosec G304 -- /proc/<pid>/cmdline of a process running this binary
+	if err != nil {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")[1:]
 }
 
 // probe asks a running hello for /healthz, within 2 s in all. It speaks

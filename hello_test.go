@@ -492,6 +492,17 @@ func TestRunPortInUse(t *testing.T) {
 	}
 }
 
+// freePort returns a loopback port that nothing listens on right now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln := listen(t)
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
 func listen(t *testing.T) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -1198,6 +1209,44 @@ func TestBinary(t *testing.T) {
 			}
 		})
 	}
+
+	// As the image's HEALTHCHECK runs it: no flags, while hello serves on
+	// an -addr it was given (docker run IMAGE -addr ...). $PORT names a
+	// free port: the probe must take the serving hello's -addr over it.
+	t.Run("-healthcheck finds the serving hello's -addr", func(t *testing.T) {
+		addr, free := "127.0.0.2:"+freePort(t), freePort(t)
+		probe := func() error {
+			cmd := exec.Command(bin, "-healthcheck") // #nosec G204 -- the binary this test built
+			cmd.Env = append(os.Environ(), "PORT="+free)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%w: %s", err, out)
+			}
+			return nil
+		}
+		server := exec.Command(bin, "-addr", addr) // #nosec G204 -- the binary this test built
+		stdout, _ := server.StdoutPipe()
+		if err := server.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer server.Process.Kill()
+		if line, _ := bufio.NewReader(stdout).ReadString('\n'); !bannerRE.MatchString(line) {
+			t.Fatalf("hello -addr %s: first line %q, want the banner", addr, line)
+		}
+		go func() { _, _ = io.Copy(io.Discard, stdout) }() // the process's other lines
+		if err := probe(); err != nil {
+			t.Errorf("hello -healthcheck beside hello -addr %s, PORT=%s: %v, want exit 0", addr, free, err)
+		}
+		if err := server.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := server.Wait(); err != nil {
+			t.Fatalf("hello -addr %s after SIGTERM: %v", addr, err)
+		}
+		if err := probe(); err == nil {
+			t.Errorf("hello -healthcheck with no hello serving and nothing on PORT=%s: exit 0, want 1", free)
+		}
+	})
 
 	t.Run("exit codes", func(t *testing.T) {
 		taken := listen(t)
