@@ -150,16 +150,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if *accessLog {
 		handler = logRequests(logs, h)
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,  // cuts off clients that dribble their headers
-		ReadTimeout:       10 * time.Second, // bounds a whole request, body included
-		WriteTimeout:      10 * time.Second, // bounds a client that does not read its answer
-		IdleTimeout:       60 * time.Second, // frees idle keep-alive connections
-		MaxHeaderBytes:    8 << 10,          // larger headers get 431
-		// net/http's own complaints, as WARN lines.
-		ErrorLog: slog.NewLogLogger(logs.Handler(), slog.LevelWarn),
-	}
+	srv := newServer(handler)
+	// net/http's own complaints, as WARN lines.
+	srv.ErrorLog = slog.NewLogLogger(logs.Handler(), slog.LevelWarn)
 	if *maxConns > 0 {
 		limited := limitConns(ln.(*net.TCPListener), *maxConns)
 		ln, srv.ConnState = limited, limited.track
@@ -223,6 +216,18 @@ func isSet(fs *flag.FlagSet, name string) bool {
 func isPort(s string) bool {
 	n, err := strconv.ParseUint(s, 10, 16)
 	return err == nil && strconv.FormatUint(n, 10) == s
+}
+
+// newServer is hello's server, with the limits the README's table lists.
+func newServer(handler http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,  // cuts off clients that dribble their headers
+		ReadTimeout:       10 * time.Second, // bounds a whole request, body included
+		WriteTimeout:      10 * time.Second, // bounds a client that does not read its answer
+		IdleTimeout:       60 * time.Second, // frees idle keep-alive connections
+		MaxHeaderBytes:    8 << 10,          // larger headers get 431
+	}
 }
 
 // servingArgs returns the arguments of the hello that serves beside this

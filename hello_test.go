@@ -332,6 +332,35 @@ func TestRunServes(t *testing.T) {
 	}
 }
 
+// TestServerLimits wants the server run builds to have the limits the
+// README's table lists. Each one ends only a client that waits for it (5 s
+// and more), so the table is checked here and the behaviour in the soak.
+func TestServerLimits(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, _ := strings.Cut(string(readme), "## The server's limits\n")
+	table, _, _ = strings.Cut(table, "\n\n## ")
+	srv := newServer(nil)
+	got := map[string]string{
+		"ReadHeaderTimeout": fmt.Sprintf("%.0f s", srv.ReadHeaderTimeout.Seconds()),
+		"ReadTimeout":       fmt.Sprintf("%.0f s", srv.ReadTimeout.Seconds()),
+		"WriteTimeout":      fmt.Sprintf("%.0f s", srv.WriteTimeout.Seconds()),
+		"IdleTimeout":       fmt.Sprintf("%.0f s", srv.IdleTimeout.Seconds()),
+		"MaxHeaderBytes":    fmt.Sprintf("%d KiB", srv.MaxHeaderBytes>>10),
+	}
+	rows := regexp.MustCompile("(?m)^\\| `(\\w+)` \\| ([^|]+) \\|").FindAllStringSubmatch(table, -1)
+	if len(rows) != len(got) {
+		t.Errorf("the README's limits table has %d rows, want one for each of %d limits:\n%s", len(rows), len(got), table)
+	}
+	for _, row := range rows {
+		if v, ok := got[row[1]]; !ok || v != row[2] {
+			t.Errorf("README: %s is %s; the server has %q", row[1], row[2], v)
+		}
+	}
+}
+
 // TestServerRejects covers what net/http answers before the handler runs.
 func TestServerRejects(t *testing.T) {
 	s := start(t, nil, "-addr", "127.0.0.1:0")
@@ -741,7 +770,7 @@ func TestLimitAcceptWaits(t *testing.T) {
 			_, first := acceptNext(t, l)
 			held := within(t, first, "at an empty limiter").c
 			l.track(held, http.StateActive)
-			_, next := acceptNext(t, l)
+			waiting, next := acceptNext(t, l)
 			if !eventually(l.parked) {
 				t.Fatal("Accept at the cap with its one connection mid-request: not waiting after 5 s, want it to wait")
 			}
@@ -753,6 +782,14 @@ func TestLimitAcceptWaits(t *testing.T) {
 			}
 			if n := l.count(); n != 1 {
 				t.Errorf("held connections after %s = %d, want 1", tc.name, n)
+			}
+			// The connection Accept took but will not serve is closed, not
+			// left open until a garbage collection finds it.
+			if tc.wantErr == nil {
+				return
+			}
+			if err := waiting.closed(); err != nil {
+				t.Errorf("the client Accept took as the listener closed: %v", err)
 			}
 		})
 	}
@@ -886,24 +923,28 @@ func TestRunDrain(t *testing.T) {
 // off, and run says so.
 func TestRunShutdownTimeout(t *testing.T) {
 	s := start(t, nil, "-addr", "127.0.0.1:0", "-shutdown-timeout", "200ms")
-	halfRequest(t, s.addr)
+	heldRequest(t, s.addr)
 	err := s.wait(t)
 	if err == nil || !strings.Contains(err.Error(), "cut off") {
 		t.Errorf("run with a request open past -shutdown-timeout = %v, want a cut-off error", err)
 	}
 }
 
-// halfRequest opens a connection that sends half a request, which keeps it
-// in flight, and returns once the server holds it: the accept queue is first
-// in, first out, so a connection dialed after it has been answered.
-func halfRequest(t *testing.T, addr string) net.Conn {
+// heldRequest sends a request whose 10-byte body never comes, and returns
+// once the server holds it. Shutdown waits for it: net/http reads a short
+// unread body to its end before it answers, so the connection stays
+// active until ReadTimeout (10 s) ends it. (A half-sent header would not
+// do: Shutdown counts a connection that has sent no whole request for 5 s
+// as idle, and closes it.) The accept queue is first in, first out, so a
+// connection dialed after it has been answered once it is held.
+func heldRequest(t *testing.T, addr string) net.Conn {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() }) // the server may have closed it
-	if _, err := io.WriteString(conn, "GET /Slow HTTP/1.1\r\nHost: x\r\n"); err != nil {
+	if _, err := io.WriteString(conn, "GET /Held HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	roundTrip(t, addr, "GET /Later HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -1167,8 +1208,9 @@ func TestBinary(t *testing.T) {
 				t.Fatalf("first line %q, want the banner", lines.Text())
 			}
 			if tc.hold {
-				halfRequest(t, "127.0.0.1:"+m[1])
+				heldRequest(t, "127.0.0.1:"+m[1])
 			}
+			held := time.Now()
 			logged := make(chan string, 100)
 			go func() {
 				for lines.Scan() {
@@ -1206,6 +1248,11 @@ func TestBinary(t *testing.T) {
 			}
 			if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(last, `"msg":"second signal: stopping at once"`) {
 				t.Errorf("hello %q after a second Ctrl-C: exit %d, last line %q; want 1 and a line saying so", tc.args, code, last)
+			}
+			// At once: before the held request's ReadTimeout (10 s) could
+			// end the drain by itself.
+			if took := time.Since(held); tc.hold && took >= 10*time.Second {
+				t.Errorf("hello %q exited %v after its request was held: the drain ran until ReadTimeout ended it, want a second Ctrl-C to cut it", tc.args, took.Round(time.Millisecond))
 			}
 		})
 	}
