@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"debug/buildinfo"
 	"debug/elf"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1149,6 +1151,24 @@ func TestBinary(t *testing.T) {
 	}
 	if len(libs) > 0 || f.Machine != elf.EM_X86_64 {
 		t.Errorf("%s links %v for %v, want no libraries, x86-64", bin, libs, f.Machine)
+	}
+
+	// go.mod's go line picks the runtime's defaults: from go 1.25 on,
+	// GOMAXPROCS follows the container's CPU limit, and follows it as it
+	// changes. Before, DefaultGODEBUG turns both off.
+	info, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range info.Settings {
+		if s.Key != "DefaultGODEBUG" {
+			continue
+		}
+		for _, off := range []string{"containermaxprocs=0", "updatemaxprocs=0"} {
+			if slices.Contains(strings.Split(s.Value, ","), off) {
+				t.Errorf("%s: DefaultGODEBUG=%s has %s: GOMAXPROCS ignores the CPU limit; want go.mod's go line at 1.25 or later", bin, s.Value, off)
+			}
+		}
 	}
 
 	t.Run("reproducible", func(t *testing.T) {

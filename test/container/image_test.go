@@ -121,6 +121,40 @@ func TestImage(t *testing.T) {
 		}
 		t.Logf("a stopped hello's probe: %s", strings.TrimSpace(last.Output))
 	})
+
+	// Go 1.25's runtime (go.mod's go line) sizes GOMAXPROCS from the CPU
+	// limit: rounded up, at least 2, at most the CPUs there are.
+	t.Run("GOMAXPROCS from --cpus", func(t *testing.T) {
+		cpus, err := strconv.Atoi(docker(t, "info", "--format", "{{.NCPU}}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, limit := range []float64{0.5, 1.5} {
+			name := container(t, img.ref(), append(slices.Clip(lockedDown), "--cpus", strconv.FormatFloat(limit, 'f', -1, 64)))
+			want := min(cpus, max(2, int(math.Ceil(limit))))
+			if got := startLine(t, name).GOMAXPROCS; got != want {
+				t.Errorf("docker run --cpus %g on %d CPUs: gomaxprocs %d, want %d", limit, cpus, got, want)
+			}
+		}
+	})
+}
+
+// startLine is the start line a container's hello logged, read from
+// docker logs once it is there (within 10 s).
+func startLine(t *testing.T, name string) (line struct {
+	Msg        string
+	GOMAXPROCS int `json:"gomaxprocs"`
+}) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		for _, l := range strings.Split(run(t, "docker", "logs", name), "\n") {
+			if json.Unmarshal([]byte(l), &line) == nil && line.Msg == "listening" {
+				return line
+			}
+		}
+	}
+	t.Fatalf("container %s logged no start line within 10 s", name)
+	return line
 }
 
 // checkConfig wants an image config, as docker inspect or a registry gives
