@@ -29,7 +29,7 @@ HEALTHCHECK --interval=5s --timeout=3s --retries=3 CMD ["/hello", "-healthcheck"
 ENTRYPOINT ["/hello"]
 
 # OCI labels (docker inspect shows them). `make docker-build` passes the
-# version, the commit and the repository's address from git.
+# version and the commit from git, and the repository's address from SOURCE.
 ARG VERSION=dev
 ARG REVISION=unknown
 ARG SOURCE

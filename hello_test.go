@@ -1084,6 +1084,7 @@ func TestHealthcheck(t *testing.T) {
 	if err := healthcheck(nil, "-addr", ":"+port); err == nil {
 		t.Errorf("-healthcheck against a 404 = nil, want an error")
 	}
+
 	// One that accepts and never answers is unhealthy within the probe's
 	// 2 s: the kernel accepts into the backlog of a listener that never
 	// calls Accept.
@@ -1407,4 +1408,42 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestDocsMatchTheBuild wants the docs to say what the Makefile does, where
+// the two once disagreed: the version's length in the README's walk, where
+// the image's source label comes from, and what the overlay names the image
+// by.
+func TestDocsMatchTheBuild(t *testing.T) {
+	read := func(name string) string {
+		t.Helper()
+		b, err := os.ReadFile(name) // #nosec G304 -- the repository's own files
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	abbrev := regexp.MustCompile(`git describe .*--abbrev=(\d+)`).FindStringSubmatch(read("Makefile"))
+	if abbrev == nil {
+		t.Fatal("the Makefile's VERSION: no git describe --abbrev=N")
+	}
+	versions := regexp.MustCompile(`main\.version=([0-9a-f]+)|"version":"([0-9a-f]+)"`).FindAllStringSubmatch(read("README.md"), -1)
+	if len(versions) == 0 {
+		t.Error("the README's walk shows no version")
+	}
+	for _, v := range versions {
+		if got := cmp.Or(v[1], v[2]); strconv.Itoa(len(got)) != abbrev[1] {
+			t.Errorf("the README's walk shows version %s, %d characters; VERSION has %s (--abbrev=%s)", got, len(got), abbrev[1], abbrev[1])
+		}
+	}
+	for _, stale := range []struct{ file, claim, truth string }{
+		{"docs/image.md", "`git remote`", "docker-build passes SOURCE, empty unless set, never the clone's origin"},
+		{"docs/image.md", "the last three from git", "SOURCE is a knob, not read from git"},
+		{"Dockerfile", "the repository's address from git", "SOURCE is a knob, not read from git"},
+		{"k8s/kustomization.yaml", "$(IMAGE):$(TAG)", "the overlay names the image by the digest TAG was verified as"},
+	} {
+		if strings.Contains(read(stale.file), stale.claim) {
+			t.Errorf("%s says %q: %s", stale.file, stale.claim, stale.truth)
+		}
+	}
 }
