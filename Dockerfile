@@ -17,8 +17,11 @@ USER 65534:65534
 EXPOSE 8080
 
 # The binary probes its own /healthz: there is no curl or wget in scratch.
-# A check every 5 s marks a fresh container healthy within about 5 s.
-HEALTHCHECK --interval=5s --timeout=2s --retries=3 CMD ["/hello", "-healthcheck"]
+# It finds the port as the serving hello did, from its arguments (read from
+# /proc) and $PORT, so `docker run IMAGE -addr :9090` is probed on 9090.
+# A check every 5 s marks a fresh container healthy within about 5 s; the
+# probe gives up after 2 s, before this 3 s timeout, and says why.
+HEALTHCHECK --interval=5s --timeout=3s --retries=3 CMD ["/hello", "-healthcheck"]
 
 # Exec form: hello is PID 1 and gets `docker stop`'s SIGTERM itself (a shell
 # form would need /bin/sh, which scratch does not have). Arguments given to
@@ -26,7 +29,7 @@ HEALTHCHECK --interval=5s --timeout=2s --retries=3 CMD ["/hello", "-healthcheck"
 ENTRYPOINT ["/hello"]
 
 # OCI labels (docker inspect shows them). `make docker-build` passes the
-# version, the commit and the repository's address from git.
+# version and the commit from git, and the repository's address from SOURCE.
 ARG VERSION=dev
 ARG REVISION=unknown
 ARG SOURCE

@@ -14,6 +14,12 @@
 // any other method is 405. The two names healthz and readyz are reserved:
 // nobody called that can be greeted.
 //
+// A port, from -addr or $PORT, is a decimal number 0-65535. `hello
+// -healthcheck` serves nothing: it asks the hello on the same address for
+// /healthz within 2 s, exit 0 on 200. Without -addr it takes the arguments
+// of the hello that runs this same binary beside it (from /proc): a Docker
+// HEALTHCHECK sees the container's environment, not its arguments.
+//
 // `hello -h` lists the flags and $PORT. On SIGTERM or SIGINT it answers /readyz
 // with 503 for -shutdown-delay, then drains for -shutdown-timeout; a second
 // signal stops it at once. Logs are JSON lines on stdout, after a banner.
@@ -80,7 +86,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	timeout := fs.Duration("shutdown-timeout", 10*time.Second, "then let in-flight requests finish this long before cutting them off")
 	accessLog := fs.Bool("access-log", false, "log one JSON line per request")
 	maxConns := fs.Int("max-conns", 1024, "hold at most `n` connections, closing the longest-idle one to make room (0: no limit)")
-	healthcheck := fs.Bool("healthcheck", false, "probe http://127.0.0.1:<port>/healthz, exit 0 on 200 and 1 otherwise")
+	healthcheck := fs.Bool("healthcheck", false, "probe /healthz of the hello on -addr (loopback for no host), or of the one this binary serves as; exit 0 on 200, 1 otherwise")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -98,15 +104,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintf(stdout, "hello %s (revision %s, %s)\n", version, revision, runtime.Version())
 		return nil
 	}
-	if !isSet(fs, "addr") && getenv("PORT") != "" {
-		*addr = ":" + getenv("PORT")
+	if *healthcheck && !isSet(fs, "addr") {
+		// The image's HEALTHCHECK has the container's environment but not
+		// the arguments `docker run IMAGE -addr :9090` gave hello: read
+		// them from the hello that serves beside this probe.
+		if served := servingArgs(); served != nil {
+			if err := fs.Parse(served); err != nil {
+				return fmt.Errorf("healthcheck: the serving hello's arguments %q: %w", served, err)
+			}
+		}
 	}
-	port, err := portOf(*addr)
+	if port := getenv("PORT"); !isSet(fs, "addr") && port != "" {
+		if !isPort(port) {
+			return usageError{fmt.Errorf("bad $PORT %q: want a decimal port, 0-65535", port)}
+		}
+		*addr = ":" + port
+	}
+	host, port, err := net.SplitHostPort(*addr)
 	if err != nil {
-		return usageError{err}
+		return usageError{fmt.Errorf("bad -addr %q: want host:port, e.g. :8080", *addr)}
+	}
+	if !isPort(port) {
+		return usageError{fmt.Errorf("bad port %q in -addr %q: want a decimal port, 0-65535", port, *addr)}
 	}
 	if *healthcheck {
-		return probe(net.JoinHostPort("127.0.0.1", port))
+		// Go listens on both families for a wildcard host: 127.0.0.1
+		// reaches it, also where a container has no IPv6.
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			host = "127.0.0.1"
+		}
+		return probe(net.JoinHostPort(host, port))
 	}
 
 	signals := make(chan os.Signal, 1)
@@ -123,16 +150,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if *accessLog {
 		handler = logRequests(logs, h)
 	}
-	srv := &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,  // cuts off clients that dribble their headers
-		ReadTimeout:       10 * time.Second, // bounds a whole request, body included
-		WriteTimeout:      10 * time.Second, // bounds a client that does not read its answer
-		IdleTimeout:       60 * time.Second, // frees idle keep-alive connections
-		MaxHeaderBytes:    8 << 10,          // larger headers get 431
-		// net/http's own complaints, as WARN lines.
-		ErrorLog: slog.NewLogLogger(logs.Handler(), slog.LevelWarn),
-	}
+	srv := newServer(handler)
+	// net/http's own complaints, as WARN lines.
+	srv.ErrorLog = slog.NewLogLogger(logs.Handler(), slog.LevelWarn)
 	if *maxConns > 0 {
 		limited := limitConns(ln.(*net.TCPListener), *maxConns)
 		ln, srv.ConnState = limited, limited.track
@@ -191,30 +211,72 @@ func isSet(fs *flag.FlagSet, name string) bool {
 	return set
 }
 
-// portOf checks a listen address such as ":8080" or "127.0.0.1:0" and returns its port.
-func portOf(addr string) (string, error) {
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		return "", fmt.Errorf("bad listen address %q: want host:port, e.g. :8080", addr)
-	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return "", fmt.Errorf("bad port %q in listen address %q: want 0-65535", port, addr)
-	}
-	return port, nil
+// isPort is true for a port written as a decimal number 0-65535, with no
+// sign, leading zero or name: net.Listen would take "+80", "0080" and "http".
+func isPort(s string) bool {
+	n, err := strconv.ParseUint(s, 10, 16)
+	return err == nil && strconv.FormatUint(n, 10) == s
 }
 
-// probe asks a running hello for /healthz. It speaks HTTP/1.0 over a plain
-// connection, so the binary carries no HTTP client and the image needs no curl.
+// newServer is hello's server, with the limits the README's table lists.
+func newServer(handler http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,  // cuts off clients that dribble their headers
+		ReadTimeout:       10 * time.Second, // bounds a whole request, body included
+		WriteTimeout:      10 * time.Second, // bounds a client that does not read its answer
+		IdleTimeout:       60 * time.Second, // frees idle keep-alive connections
+		MaxHeaderBytes:    8 << 10,          // larger headers get 431
+	}
+}
+
+// servingArgs returns the arguments of the hello that serves beside this
+// probe: the process with the lowest PID whose executable is this same
+// file (PID 1 in a container; tini's child under `docker run --init`). It
+// returns nil when there is none, or /proc does not tell.
+func servingArgs() []string {
+	self, err := os.Stat("/proc/self/exe")
+	if err != nil {
+		return nil
+	}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	serving := 0
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid == os.Getpid() || serving != 0 && pid > serving {
+			continue
+		}
+		if exe, err := os.Stat("/proc/" + p.Name() + "/exe"); err == nil && os.SameFile(exe, self) {
+			serving = pid
+		}
+	}
+	if serving == 0 {
+		return nil
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(serving) + "/cmdline") // #nosec G304 -- /proc/<pid>/cmdline of a process running this binary
+	if err != nil {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")[1:]
+}
+
+// probe asks a running hello for /healthz, within 2 s in all. It speaks
+// HTTP/1.0 over a plain connection, so the binary carries no HTTP client and
+// the image needs no curl.
 func probe(addr string) error {
-	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	deadline := time.Now().Add(2 * time.Second) // one bound for the dial and the exchange
+	conn, err := (&net.Dialer{Deadline: deadline}).Dial("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
 	defer conn.Close()
-	if err := conn.SetDeadline(time.Now().Add(2 * time.Second)); err != nil {
+	if err := conn.SetDeadline(deadline); err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
-	if _, err := io.WriteString(conn, "GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+	if _, err := io.WriteString(conn, "GET /healthz HTTP/1.0\r\nHost: "+addr+"\r\n\r\n"); err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
 	status, err := bufio.NewReader(conn).ReadString('\n')

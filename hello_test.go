@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"debug/buildinfo"
 	"debug/elf"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,8 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/debug"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -331,6 +334,35 @@ func TestRunServes(t *testing.T) {
 	}
 }
 
+// TestServerLimits wants the server run builds to have the limits the
+// README's table lists. Each one ends only a client that waits for it (5 s
+// and more), so the table is checked here and the behaviour in the soak.
+func TestServerLimits(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, table, _ := strings.Cut(string(readme), "## The server's limits\n")
+	table, _, _ = strings.Cut(table, "\n\n## ")
+	srv := newServer(nil)
+	got := map[string]string{
+		"ReadHeaderTimeout": fmt.Sprintf("%.0f s", srv.ReadHeaderTimeout.Seconds()),
+		"ReadTimeout":       fmt.Sprintf("%.0f s", srv.ReadTimeout.Seconds()),
+		"WriteTimeout":      fmt.Sprintf("%.0f s", srv.WriteTimeout.Seconds()),
+		"IdleTimeout":       fmt.Sprintf("%.0f s", srv.IdleTimeout.Seconds()),
+		"MaxHeaderBytes":    fmt.Sprintf("%d KiB", srv.MaxHeaderBytes>>10),
+	}
+	rows := regexp.MustCompile("(?m)^\\| `(\\w+)` \\| ([^|]+) \\|").FindAllStringSubmatch(table, -1)
+	if len(rows) != len(got) {
+		t.Errorf("the README's limits table has %d rows, want one for each of %d limits:\n%s", len(rows), len(got), table)
+	}
+	for _, row := range rows {
+		if v, ok := got[row[1]]; !ok || v != row[2] {
+			t.Errorf("README: %s is %s; the server has %q", row[1], row[2], v)
+		}
+	}
+}
+
 // TestServerRejects covers what net/http answers before the handler runs.
 func TestServerRejects(t *testing.T) {
 	s := start(t, nil, "-addr", "127.0.0.1:0")
@@ -418,6 +450,43 @@ func TestRunFlags(t *testing.T) {
 	}
 }
 
+// TestPort: a port, from -addr or from $PORT, is a decimal number 0-65535
+// written as such; a bad one is a usage error that names where it came from.
+func TestPort(t *testing.T) {
+	for _, tc := range []struct {
+		port string
+		ok   bool
+	}{
+		{"0", true}, {"8080", true}, {"65535", true},
+		{"65536", false}, {"99999", false}, {"+80", false}, {"-1", false}, {"0080", false},
+		{"00", false}, {"http", false}, {"0x50", false}, {"8_080", false}, {" 80", false}, {"", false},
+	} {
+		for _, from := range []struct {
+			name string
+			args []string
+			env  map[string]string
+			want string // in a usage error's message
+		}{
+			{"-addr", []string{"-addr", "127.0.0.1:" + tc.port}, nil, "-addr"},
+			{"$PORT", nil, map[string]string{"PORT": tc.port}, "$PORT"},
+		} {
+			if from.name == "$PORT" && tc.port == "" {
+				continue // an empty PORT is no PORT
+			}
+			// -healthcheck takes the port through the same rules, then
+			// probes it: a failed probe is exit 1, not a usage error.
+			err := run(context.Background(), append(from.args, "-healthcheck"), mapenv(from.env), io.Discard, io.Discard)
+			usage := errors.As(err, new(usageError))
+			switch {
+			case tc.ok && usage:
+				t.Errorf("port %q from %s: usage error %v, want it accepted", tc.port, from.name, err)
+			case !tc.ok && (!usage || !strings.Contains(err.Error(), from.want) || !strings.Contains(err.Error(), strconv.Quote(tc.port))):
+				t.Errorf("port %q from %s: %v, want a usage error naming %s and %q", tc.port, from.name, err, from.want, tc.port)
+			}
+		}
+	}
+}
+
 func TestHelpDocumentsEveryFlag(t *testing.T) {
 	var stderr bytes.Buffer
 	if err := run(context.Background(), []string{"-h"}, mapenv(nil), io.Discard, &stderr); err != nil {
@@ -452,6 +521,17 @@ func TestRunPortInUse(t *testing.T) {
 	if err == nil || errors.As(err, new(usageError)) || !strings.Contains(err.Error(), "address already in use") {
 		t.Errorf("run on a port in use = %v, want an address-in-use error (exit 1)", err)
 	}
+}
+
+// freePort returns a loopback port that nothing listens on right now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln := listen(t)
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return port
 }
 
 func listen(t *testing.T) net.Listener {
@@ -692,7 +772,7 @@ func TestLimitAcceptWaits(t *testing.T) {
 			_, first := acceptNext(t, l)
 			held := within(t, first, "at an empty limiter").c
 			l.track(held, http.StateActive)
-			_, next := acceptNext(t, l)
+			waiting, next := acceptNext(t, l)
 			if !eventually(l.parked) {
 				t.Fatal("Accept at the cap with its one connection mid-request: not waiting after 5 s, want it to wait")
 			}
@@ -704,6 +784,14 @@ func TestLimitAcceptWaits(t *testing.T) {
 			}
 			if n := l.count(); n != 1 {
 				t.Errorf("held connections after %s = %d, want 1", tc.name, n)
+			}
+			// The connection Accept took but will not serve is closed, not
+			// left open until a garbage collection finds it.
+			if tc.wantErr == nil {
+				return
+			}
+			if err := waiting.closed(); err != nil {
+				t.Errorf("the client Accept took as the listener closed: %v", err)
 			}
 		})
 	}
@@ -837,24 +925,28 @@ func TestRunDrain(t *testing.T) {
 // off, and run says so.
 func TestRunShutdownTimeout(t *testing.T) {
 	s := start(t, nil, "-addr", "127.0.0.1:0", "-shutdown-timeout", "200ms")
-	halfRequest(t, s.addr)
+	heldRequest(t, s.addr)
 	err := s.wait(t)
 	if err == nil || !strings.Contains(err.Error(), "cut off") {
 		t.Errorf("run with a request open past -shutdown-timeout = %v, want a cut-off error", err)
 	}
 }
 
-// halfRequest opens a connection that sends half a request, which keeps it
-// in flight, and returns once the server holds it: the accept queue is first
-// in, first out, so a connection dialed after it has been answered.
-func halfRequest(t *testing.T, addr string) net.Conn {
+// heldRequest sends a request whose 10-byte body never comes, and returns
+// once the server holds it. Shutdown waits for it: net/http reads a short
+// unread body to its end before it answers, so the connection stays
+// active until ReadTimeout (10 s) ends it. (A half-sent header would not
+// do: Shutdown counts a connection that has sent no whole request for 5 s
+// as idle, and closes it.) The accept queue is first in, first out, so a
+// connection dialed after it has been answered once it is held.
+func heldRequest(t *testing.T, addr string) net.Conn {
 	t.Helper()
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() }) // the server may have closed it
-	if _, err := io.WriteString(conn, "GET /Slow HTTP/1.1\r\nHost: x\r\n"); err != nil {
+	if _, err := io.WriteString(conn, "GET /Held HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n"); err != nil {
 		t.Fatal(err)
 	}
 	roundTrip(t, addr, "GET /Later HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -992,6 +1084,49 @@ func TestHealthcheck(t *testing.T) {
 	if err := healthcheck(nil, "-addr", ":"+port); err == nil {
 		t.Errorf("-healthcheck against a 404 = nil, want an error")
 	}
+
+	// One that accepts and never answers is unhealthy within the probe's
+	// 2 s: the kernel accepts into the backlog of a listener that never
+	// calls Accept.
+	silent := listen(t)
+	done := make(chan error, 1)
+	go func() { done <- healthcheck(nil, "-addr", silent.Addr().String()) }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Errorf("-healthcheck against a listener that never answers = nil, want an error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("-healthcheck against a listener that never answers: still waiting after 10 s, want its 2 s bound")
+	}
+}
+
+// TestHealthcheckDialsAddr: the probe dials the host -addr names, and
+// loopback for a wildcard.
+func TestHealthcheckDialsAddr(t *testing.T) {
+	for _, tc := range []struct{ listen, probe string }{
+		{"127.0.0.2:0", "127.0.0.2"}, // nothing of hello's on 127.0.0.1 at that port
+		{"[::1]:0", "[::1]"},
+		{":0", ""},
+		{"0.0.0.0:0", "0.0.0.0"},
+		{"[::]:0", "[::]"},
+	} {
+		t.Run(tc.listen, func(t *testing.T) {
+			if strings.Contains(tc.listen, "::") {
+				if ln, err := net.Listen("tcp", "[::1]:0"); err != nil {
+					t.Skipf("no IPv6 loopback here: %v", err)
+				} else {
+					_ = ln.Close() // only asked whether ::1 exists
+				}
+			}
+			s := start(t, nil, "-addr", tc.listen)
+			_, port, _ := net.SplitHostPort(s.addr)
+			addr := tc.probe + ":" + port
+			if err := run(context.Background(), []string{"-healthcheck", "-addr", addr}, mapenv(nil), io.Discard, io.Discard); err != nil {
+				t.Errorf("-healthcheck -addr %s against hello -addr %s = %v, want nil", addr, tc.listen, err)
+			}
+		})
+	}
 }
 
 // TestBinary builds hello as make go-build does and checks the process:
@@ -1017,6 +1152,24 @@ func TestBinary(t *testing.T) {
 	}
 	if len(libs) > 0 || f.Machine != elf.EM_X86_64 {
 		t.Errorf("%s links %v for %v, want no libraries, x86-64", bin, libs, f.Machine)
+	}
+
+	// go.mod's go line picks the runtime's defaults: from go 1.25 on,
+	// GOMAXPROCS follows the container's CPU limit, and follows it as it
+	// changes. Before, DefaultGODEBUG turns both off.
+	info, err := buildinfo.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range info.Settings {
+		if s.Key != "DefaultGODEBUG" {
+			continue
+		}
+		for _, off := range []string{"containermaxprocs=0", "updatemaxprocs=0"} {
+			if slices.Contains(strings.Split(s.Value, ","), off) {
+				t.Errorf("%s: DefaultGODEBUG=%s has %s: GOMAXPROCS ignores the CPU limit; want go.mod's go line at 1.25 or later", bin, s.Value, off)
+			}
+		}
 	}
 
 	t.Run("reproducible", func(t *testing.T) {
@@ -1076,8 +1229,9 @@ func TestBinary(t *testing.T) {
 				t.Fatalf("first line %q, want the banner", lines.Text())
 			}
 			if tc.hold {
-				halfRequest(t, "127.0.0.1:"+m[1])
+				heldRequest(t, "127.0.0.1:"+m[1])
 			}
+			held := time.Now()
 			logged := make(chan string, 100)
 			go func() {
 				for lines.Scan() {
@@ -1116,8 +1270,51 @@ func TestBinary(t *testing.T) {
 			if code := cmd.ProcessState.ExitCode(); code != 1 || !strings.Contains(last, `"msg":"second signal: stopping at once"`) {
 				t.Errorf("hello %q after a second Ctrl-C: exit %d, last line %q; want 1 and a line saying so", tc.args, code, last)
 			}
+			// At once: before the held request's ReadTimeout (10 s) could
+			// end the drain by itself.
+			if took := time.Since(held); tc.hold && took >= 10*time.Second {
+				t.Errorf("hello %q exited %v after its request was held: the drain ran until ReadTimeout ended it, want a second Ctrl-C to cut it", tc.args, took.Round(time.Millisecond))
+			}
 		})
 	}
+
+	// As the image's HEALTHCHECK runs it: no flags, while hello serves on
+	// an -addr it was given (docker run IMAGE -addr ...). $PORT names a
+	// free port: the probe must take the serving hello's -addr over it.
+	t.Run("-healthcheck finds the serving hello's -addr", func(t *testing.T) {
+		addr, free := "127.0.0.2:"+freePort(t), freePort(t)
+		probe := func() error {
+			cmd := exec.Command(bin, "-healthcheck") // #nosec G204 -- the binary this test built
+			cmd.Env = append(os.Environ(), "PORT="+free)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%w: %s", err, out)
+			}
+			return nil
+		}
+		server := exec.Command(bin, "-addr", addr) // #nosec G204 -- the binary this test built
+		stdout, _ := server.StdoutPipe()
+		if err := server.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer server.Process.Kill()
+		if line, _ := bufio.NewReader(stdout).ReadString('\n'); !bannerRE.MatchString(line) {
+			t.Fatalf("hello -addr %s: first line %q, want the banner", addr, line)
+		}
+		go func() { _, _ = io.Copy(io.Discard, stdout) }() // the process's other lines
+		if err := probe(); err != nil {
+			t.Errorf("hello -healthcheck beside hello -addr %s, PORT=%s: %v, want exit 0", addr, free, err)
+		}
+		if err := server.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := server.Wait(); err != nil {
+			t.Fatalf("hello -addr %s after SIGTERM: %v", addr, err)
+		}
+		if err := probe(); err == nil {
+			t.Errorf("hello -healthcheck with no hello serving and nothing on PORT=%s: exit 0, want 1", free)
+		}
+	})
 
 	t.Run("exit codes", func(t *testing.T) {
 		taken := listen(t)
@@ -1211,4 +1408,42 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestDocsMatchTheBuild wants the docs to say what the Makefile does, where
+// the two once disagreed: the version's length in the README's walk, where
+// the image's source label comes from, and what the overlay names the image
+// by.
+func TestDocsMatchTheBuild(t *testing.T) {
+	read := func(name string) string {
+		t.Helper()
+		b, err := os.ReadFile(name) // #nosec G304 -- the repository's own files
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	abbrev := regexp.MustCompile(`git describe .*--abbrev=(\d+)`).FindStringSubmatch(read("Makefile"))
+	if abbrev == nil {
+		t.Fatal("the Makefile's VERSION: no git describe --abbrev=N")
+	}
+	versions := regexp.MustCompile(`main\.version=([0-9a-f]+)|"version":"([0-9a-f]+)"`).FindAllStringSubmatch(read("README.md"), -1)
+	if len(versions) == 0 {
+		t.Error("the README's walk shows no version")
+	}
+	for _, v := range versions {
+		if got := cmp.Or(v[1], v[2]); strconv.Itoa(len(got)) != abbrev[1] {
+			t.Errorf("the README's walk shows version %s, %d characters; VERSION has %s (--abbrev=%s)", got, len(got), abbrev[1], abbrev[1])
+		}
+	}
+	for _, stale := range []struct{ file, claim, truth string }{
+		{"docs/image.md", "`git remote`", "docker-build passes SOURCE, empty unless set, never the clone's origin"},
+		{"docs/image.md", "the last three from git", "SOURCE is a knob, not read from git"},
+		{"Dockerfile", "the repository's address from git", "SOURCE is a knob, not read from git"},
+		{"k8s/kustomization.yaml", "$(IMAGE):$(TAG)", "the overlay names the image by the digest TAG was verified as"},
+	} {
+		if strings.Contains(read(stale.file), stale.claim) {
+			t.Errorf("%s says %q: %s", stale.file, stale.claim, stale.truth)
+		}
+	}
 }

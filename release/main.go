@@ -6,6 +6,7 @@
 //	release push -epoch SECONDS IMAGE.tar REGISTRY/IMAGE:TAG
 //	release index REGISTRY/IMAGE:TAG REGISTRY/IMAGE:TAG-ARCH...
 //	release verify -cosign PATH -key PUB REGISTRY/IMAGE:TAG
+//	release registry [-q] REGISTRY
 //
 // push reads a `docker save` archive, rewrites what makes two builds of one
 // commit differ (every timestamp becomes -epoch; the history and the classic
@@ -13,7 +14,13 @@
 // index pushes one index over images already pushed. verify prints the
 // digest TAG points at, once cosign has verified its signature (made for that
 // tag) and its SBOM attestation with the public key; otherwise it says on one
-// line why the image is refused, and exits 1.
+// line why the image is refused, and exits 1. registry prints whether the
+// rule below lets REGISTRY speak plain HTTP, true or false, once its /v2/
+// has answered within 5 s; otherwise it says on one line why not.
+//
+// One rule (registry.go) decides how each command, and the cosign verify
+// runs, speaks to the registry: REGISTRY_INSECURE in the environment, true
+// or false; when it is empty, the Docker engine's insecure-registries.
 package main
 
 import (
@@ -43,38 +50,60 @@ import (
 )
 
 func main() {
-	if err := run(context.Background(), os.Args[1:], os.Stdout); err != nil {
+	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "release:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, args []string, stdout io.Writer) error {
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: release push|index|verify ... (see the doc comment of release/main.go)")
+		return errors.New("usage: release push|index|verify|registry ... (see the doc comment of release/main.go)")
 	}
 	fs := flag.NewFlagSet("release "+args[0], flag.ContinueOnError)
 	epoch := fs.Int64("epoch", 0, "push: every timestamp in the image, in seconds since 1970 (SOURCE_DATE_EPOCH)")
 	cosign := fs.String("cosign", "cosign", "verify: the cosign binary")
 	key := fs.String("key", "", "verify: the public key the signature and the SBOM attestation must verify with")
+	quiet := fs.Bool("q", false, "registry: print true or false only, not why")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)}
+	usage := fmt.Errorf("usage: release %s: wrong arguments %q (see the doc comment of release/main.go)", args[0], args[1:])
+	if args[0] == "registry" && fs.NArg() == 1 {
+		return registryCommand(ctx, fs.Arg(0), *quiet, getenv, stdout, os.Stderr)
+	}
+	target := fs.Arg(0) // the image written or read: its registry is the one the rule is asked about
+	if args[0] == "push" {
+		target = fs.Arg(1)
+	}
+	if target == "" {
+		return usage
+	}
+	ref, err := name.ParseReference(target)
+	if err != nil {
+		return err
+	}
+	reg, err := reach(ctx, ref.Context().RegistryStr(), getenv("REGISTRY_INSECURE"))
+	if err != nil {
+		return err
+	}
+	opts := append([]remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)}, reg.options()...)
 	switch {
 	case args[0] == "push" && fs.NArg() == 2:
-		return push(fs.Arg(0), fs.Arg(1), time.Unix(*epoch, 0).UTC(), stdout, opts)
+		err = push(fs.Arg(0), fs.Arg(1), time.Unix(*epoch, 0).UTC(), stdout, opts, reg)
 	case args[0] == "index" && fs.NArg() >= 2:
-		return index(fs.Arg(0), fs.Args()[1:], stdout, opts)
+		err = index(fs.Arg(0), fs.Args()[1:], stdout, opts, reg)
 	case args[0] == "verify" && fs.NArg() == 1 && *key != "":
-		return verify(ctx, fs.Arg(0), *cosign, *key, stdout, opts)
+		err = verify(ctx, fs.Arg(0), *cosign, *key, stdout, opts, reg)
+	default:
+		return usage
 	}
-	return fmt.Errorf("usage: release %s: wrong arguments %q (see the doc comment of release/main.go)", args[0], args[1:])
+	return reg.explain(err)
 }
 
 // push normalises the image in a `docker save` archive and pushes it to tag.
-func push(archive, tag string, epoch time.Time, stdout io.Writer, opts []remote.Option) error {
-	ref, err := name.NewTag(tag)
+func push(archive, tag string, epoch time.Time, stdout io.Writer, opts []remote.Option, reg registry) error {
+	ref, err := name.NewTag(tag, reg.names...)
 	if err != nil {
 		return err
 	}
@@ -120,14 +149,14 @@ func push(archive, tag string, epoch time.Time, stdout io.Writer, opts []remote.
 
 // index pushes to tag one index of the images the other tags name, each
 // under the platform its config records.
-func index(tag string, images []string, stdout io.Writer, opts []remote.Option) error {
-	ref, err := name.NewTag(tag)
+func index(tag string, images []string, stdout io.Writer, opts []remote.Option, reg registry) error {
+	ref, err := name.NewTag(tag, reg.names...)
 	if err != nil {
 		return err
 	}
 	idx := mutate.IndexMediaType(empty.Index, types.DockerManifestList)
 	for _, s := range images {
-		r, err := name.ParseReference(s)
+		r, err := name.ParseReference(s, reg.names...)
 		if err != nil {
 			return err
 		}
@@ -155,8 +184,8 @@ func index(tag string, images []string, stdout io.Writer, opts []remote.Option) 
 // verify prints the digest tag points at, once its signature and its SBOM
 // attestation verify with key; for an index, the signature is the index's
 // and the attestations are its images'.
-func verify(ctx context.Context, tag, cosign, key string, stdout io.Writer, opts []remote.Option) error {
-	ref, err := name.NewTag(tag)
+func verify(ctx context.Context, tag, cosign, key string, stdout io.Writer, opts []remote.Option, reg registry) error {
+	ref, err := name.NewTag(tag, reg.names...)
 	if err != nil {
 		return err
 	}
@@ -173,7 +202,7 @@ func verify(ctx context.Context, tag, cosign, key string, stdout io.Writer, opts
 	if !signed {
 		return fmt.Errorf("%s it is unsigned; make docker-push signs what it pushes", what)
 	}
-	out, err := cosignVerify(ctx, cosign, "verify", key, at.String())
+	out, err := cosignVerify(ctx, cosign, "verify", key, slices.Concat(reg.cosign, []string{at.String()})...)
 	if err != nil {
 		return fmt.Errorf("%s no signature verifies with the key %s (signed by another key?): %w", what, key, err)
 	}
@@ -212,7 +241,7 @@ func verify(ctx context.Context, tag, cosign, key string, stdout io.Writer, opts
 		}
 	}
 	for _, img := range images {
-		if _, err := cosignVerify(ctx, cosign, "verify-attestation", key, "--type", "cyclonedx", img.String()); err != nil {
+		if _, err := cosignVerify(ctx, cosign, "verify-attestation", key, slices.Concat(reg.cosign, []string{"--type", "cyclonedx", img.String()})...); err != nil {
 			return fmt.Errorf("%s no SBOM attestation of %s verifies with the key %s: %w", what, img.DigestStr(), key, err)
 		}
 	}

@@ -35,8 +35,14 @@ func run(t *testing.T, name string, args ...string) string {
 
 // tryRun runs a command in root; on error it returns stdout and stderr together.
 func tryRun(name string, args ...string) (string, error) {
+	return tryRunEnv(nil, name, args...)
+}
+
+// tryRunEnv is tryRun with variables added to the environment.
+func tryRunEnv(env []string, name string, args ...string) (string, error) {
 	cmd := exec.Command(name, args...) // #nosec G204 G702 -- the suite exists to run docker, make and the tools make built
 	cmd.Dir = root
+	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
@@ -196,6 +202,11 @@ func greet(t *testing.T, addr, name string) {
 // get fetches url with an optional Accept header, giving up after 5 s, and
 // returns the status, body and headers.
 func get(url, accept string) (int, []byte, http.Header, error) {
+	return getWith(http.DefaultClient, url, accept)
+}
+
+// getWith is get with a client of the caller's.
+func getWith(client *http.Client, url, accept string) (int, []byte, http.Header, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -205,7 +216,7 @@ func get(url, accept string) (int, []byte, http.Header, error) {
 	if accept != "" {
 		req.Header.Set("Accept", accept)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return 0, nil, nil, err
 	}

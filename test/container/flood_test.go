@@ -27,7 +27,8 @@ func TestFlood(t *testing.T) {
 	img := newImage(t)
 	img.make(t, "docker-build")
 	addr := "127.0.0.1:" + freePort(t)
-	// The image's healthcheck would probe the host's port 8080, not hello's.
+	// No healthcheck: its probe every 5 s would be one more client amid the
+	// flood's, against a hello that holds its cap of connections.
 	flags := append(slices.Clip(lockedDown), "--network", "host", "--no-healthcheck",
 		"--memory", "64m", "--memory-swap", "64m")
 	name := container(t, img.ref(), flags, "-addr", addr)

@@ -78,6 +78,83 @@ func TestImage(t *testing.T) {
 		greet(t, hostAddr(t, name, "9090"), "Port")
 		waitHealthy(t, name) // the healthcheck finds the port through $PORT too
 	})
+
+	// The healthcheck runs /hello -healthcheck with the container's
+	// environment but none of hello's arguments: it reads them from the
+	// hello that serves, PID 1, or tini's child under --init.
+	for _, flags := range [][]string{nil, {"--init"}, {"-e", "PORT=8080"}} {
+		t.Run(strings.Join(append(flags, "-addr :9090"), " "), func(t *testing.T) {
+			name := container(t, img.ref(), append(locked("9090"), flags...), "-addr", ":9090")
+			greet(t, hostAddr(t, name, "9090"), "Addr")
+			waitHealthy(t, name)
+		})
+	}
+
+	// A hello that stops answering (SIGSTOP: its listener still accepts,
+	// into the kernel's queue) becomes unhealthy, and each failed probe says
+	// why itself, within its 2 s, before Docker's 3 s timeout cuts it off.
+	// One failed probe is enough here, not the image's three.
+	t.Run("stops answering", func(t *testing.T) {
+		name := container(t, img.ref(), append(locked("9090"), "--health-retries", "1"), "-addr", ":9090")
+		waitHealthy(t, name)
+		docker(t, "kill", "-s", "STOP", name)
+		deadline := time.Now().Add(20 * time.Second)
+		for docker(t, "inspect", "-f", "{{.State.Health.Status}}", name) != "unhealthy" {
+			if time.Now().After(deadline) {
+				t.Fatalf("a stopped hello: not unhealthy 20 s later; docker inspect .State.Health:\n%s",
+					docker(t, "inspect", "-f", "{{json .State.Health}}", name))
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		var health struct {
+			Log []struct {
+				ExitCode int
+				Output   string
+			}
+		}
+		if err := json.Unmarshal([]byte(docker(t, "inspect", "-f", "{{json .State.Health}}", name)), &health); err != nil {
+			t.Fatal(err)
+		}
+		last := health.Log[len(health.Log)-1]
+		if last.ExitCode != 1 || !strings.Contains(last.Output, "healthcheck:") {
+			t.Errorf("the last failed probe of a stopped hello: exit %d, %q; want exit 1 and the probe's own line", last.ExitCode, last.Output)
+		}
+		t.Logf("a stopped hello's probe: %s", strings.TrimSpace(last.Output))
+	})
+
+	// Go 1.25's runtime (go.mod's go line) sizes GOMAXPROCS from the CPU
+	// limit: rounded up, at least 2, at most the CPUs there are.
+	t.Run("GOMAXPROCS from --cpus", func(t *testing.T) {
+		cpus, err := strconv.Atoi(docker(t, "info", "--format", "{{.NCPU}}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, limit := range []float64{0.5, 1.5} {
+			name := container(t, img.ref(), append(slices.Clip(lockedDown), "--cpus", strconv.FormatFloat(limit, 'f', -1, 64)))
+			want := min(cpus, max(2, int(math.Ceil(limit))))
+			if got := startLine(t, name).GOMAXPROCS; got != want {
+				t.Errorf("docker run --cpus %g on %d CPUs: gomaxprocs %d, want %d", limit, cpus, got, want)
+			}
+		}
+	})
+}
+
+// startLine is the start line a container's hello logged, read from
+// docker logs once it is there (within 10 s).
+func startLine(t *testing.T, name string) (line struct {
+	Msg        string
+	GOMAXPROCS int `json:"gomaxprocs"`
+}) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		for _, l := range strings.Split(run(t, "docker", "logs", name), "\n") {
+			if json.Unmarshal([]byte(l), &line) == nil && line.Msg == "listening" {
+				return line
+			}
+		}
+	}
+	t.Fatalf("container %s logged no start line within 10 s", name)
+	return line
 }
 
 // checkConfig wants an image config, as docker inspect or a registry gives

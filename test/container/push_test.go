@@ -241,17 +241,27 @@ func repoDigests(t *testing.T, ref string) []string {
 	return digests
 }
 
-// startRegistry runs CNCF Distribution's registry on a free loopback port with
-// storage in a temporary folder, both gone when the test ends, and returns its
-// host:port. `make container-test` builds it and sets REGISTRY_BIN.
+// startRegistry runs CNCF Distribution's registry on a free loopback port,
+// speaking plain HTTP, and returns its host:port; see serveRegistry.
 func startRegistry(t *testing.T) string {
+	t.Helper()
+	addr := "127.0.0.1:" + freePort(t)
+	serveRegistry(t, addr, "", http.DefaultClient)
+	return addr
+}
+
+// serveRegistry runs CNCF Distribution's registry on addr with storage in a
+// temporary folder, both gone when the test ends, and returns once it answers
+// /v2/ to client. tls, when not empty, is its http.tls section (YAML, indented
+// for it): then it speaks HTTPS. `make container-test` builds it and sets
+// REGISTRY_BIN.
+func serveRegistry(t *testing.T, addr, tls string, client *http.Client) {
 	t.Helper()
 	bin := os.Getenv("REGISTRY_BIN")
 	if bin == "" {
 		t.Fatal("REGISTRY_BIN is not set: run the suite with `make container-test`, which builds the registry")
 	}
 	dir := t.TempDir()
-	addr := "127.0.0.1:" + freePort(t)
 	config := filepath.Join(dir, "config.yml")
 	err := os.WriteFile(config, fmt.Appendf(nil, `version: 0.1
 log:
@@ -260,8 +270,8 @@ storage:
   filesystem:
     rootdirectory: %s
 http:
-  addr: %s
-`, filepath.Join(dir, "storage"), addr), 0o600)
+  addr: "%s"
+%s`, filepath.Join(dir, "storage"), addr, tls), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,6 +284,10 @@ http:
 	t.Cleanup(func() { _ = log.Close() }) // only the registry wrote to it: nothing of ours to flush
 	cmd.Stdout, cmd.Stderr = log, log
 	registry := start(t, cmd)
+	url := "http://" + addr + "/v2/"
+	if tls != "" {
+		url = "https://" + addr + "/v2/"
+	}
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		select {
 		case <-registry.exited:
@@ -281,10 +295,9 @@ http:
 			t.Fatalf("registry exited: %v\n%s", registry.err, out)
 		default:
 		}
-		if code, _, _, err := get("http://"+addr+"/v2/", ""); err == nil && code == http.StatusOK {
-			return addr
+		if code, _, _, err := getWith(client, url, ""); err == nil && code == http.StatusOK {
+			return
 		}
 	}
-	t.Fatalf("registry on %s did not answer /v2/ within 10 s", addr)
-	return ""
+	t.Fatalf("registry on %s did not answer %s within 10 s", addr, url)
 }

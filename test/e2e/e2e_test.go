@@ -86,7 +86,7 @@ func TestE2E(t *testing.T) {
 		// The pods are too new for metrics: the autoscaler ran them up to
 		// minReplicas without.
 		t.Logf("kubectl get hpa:\n%s", indent(w.kubectlRun("get", "horizontalpodautoscaler", "hello")))
-		w.checkMemoryLimit()
+		w.checkRuntimeLimits()
 		w.checkPodSecurity()
 	})
 	var direct, url string // the Service's ClusterIP, and the greeting there

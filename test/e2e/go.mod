@@ -4,7 +4,7 @@ go 1.24.0
 
 require k8s.io/kubernetes v1.34.4
 
-// checkMemoryLimit parses the Deployment's limit as Kubernetes does.
+// checkRuntimeLimits parses the Deployment's limits as Kubernetes does.
 require k8s.io/apimachinery v0.34.4
 
 require (

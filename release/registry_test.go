@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestDecide: the knob first; when it is empty, Docker's list by name, then
+// its CIDRs against the host's addresses; Docker's default without an engine.
+func TestDecide(t *testing.T) {
+	docker := func(config dockerRegistries, err error) func(context.Context) (dockerRegistries, error) {
+		return func(context.Context) (dockerRegistries, error) { return config, err }
+	}
+	listed := dockerRegistries{
+		IndexConfigs:          map[string]struct{ Secure bool }{"registry.lan:5000": {false}, "secure.lan:5000": {true}},
+		InsecureRegistryCIDRs: []string{"127.0.0.0/8", "10.0.0.0/8"},
+	}
+	hosts := map[string][]string{"registry.lan": {"192.168.1.5"}, "secure.lan": {"127.0.0.1"},
+		"loop.test": {"::1", "127.0.0.1"}, "v6.test": {"::1"}, "office.lan": {"10.1.2.3"}}
+	lookup := func(_ context.Context, host string) ([]net.IPAddr, error) {
+		ips, ok := hosts[host]
+		if !ok {
+			if ip := net.ParseIP(host); ip != nil {
+				return []net.IPAddr{{IP: ip}}, nil
+			}
+			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+		}
+		var addrs []net.IPAddr
+		for _, s := range ips {
+			addrs = append(addrs, net.IPAddr{IP: net.ParseIP(s)})
+		}
+		return addrs, nil
+	}
+	noEngine := docker(dockerRegistries{}, errors.New("docker info: exit status 1"))
+	for _, tc := range []struct {
+		host, knob string
+		docker     func(context.Context) (dockerRegistries, error)
+		insecure   bool
+		why        string
+	}{
+		{"registry.lan:5000", "true", noEngine, true, "REGISTRY_INSECURE=true"},
+		{"127.0.0.1:5000", "false", docker(listed, nil), false, "REGISTRY_INSECURE=false"},
+		{"registry.lan:5000", "", docker(listed, nil), true, "registry.lan:5000 is listed"},
+		{"secure.lan:5000", "", docker(listed, nil), false, "secure.lan:5000 is listed"}, // though 127.0.0.1
+		{"registry.lan:5001", "", docker(listed, nil), false, "holds no address of registry.lan"},
+		{"office.lan:5000", "", docker(listed, nil), true, "10.0.0.0/8 holds 10.1.2.3"},
+		{"loop.test:5000", "", docker(listed, nil), true, "127.0.0.0/8 holds 127.0.0.1"},
+		{"v6.test:5000", "", docker(listed, nil), false, "holds no address of v6.test"},
+		{"127.0.0.1:5000", "", noEngine, true, "no Docker engine answered"},
+		{"office.lan:5000", "", noEngine, false, "no Docker engine answered"},
+		{"nowhere.test:5000", "", docker(listed, nil), false, "does not resolve"},
+	} {
+		insecure, why, err := decide(context.Background(), tc.host, tc.knob, tc.docker, lookup)
+		if err != nil || insecure != tc.insecure || !strings.Contains(why, tc.why) {
+			t.Errorf("decide(%s, REGISTRY_INSECURE=%q) = %t %q %v, want %t, saying %q", tc.host, tc.knob, insecure, why, err, tc.insecure, tc.why)
+		}
+	}
+	if _, _, err := decide(context.Background(), "x:1", "yes", noEngine, lookup); err == nil || !strings.Contains(err.Error(), "REGISTRY_INSECURE") {
+		t.Errorf(`decide with REGISTRY_INSECURE="yes" = %v, want an error naming the knob`, err)
+	}
+}
+
+// TestHTTPSOnly: a registry the rule calls secure is never spoken to in
+// plain HTTP, even where go-containerregistry would fall back to it.
+func TestHTTPSOnly(t *testing.T) {
+	reg, err := reach(context.Background(), "127.0.0.1:1", "false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodGet, "http://127.0.0.1:1/v2/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = reg.transport.RoundTrip(req) // refused before any request: no body to close
+	if !errors.Is(err, errPlainHTTP) {
+		t.Errorf("REGISTRY_INSECURE=false: GET http://127.0.0.1:1/v2/ = %v, want %v", err, errPlainHTTP)
+	}
+	if line := reg.explain(err).Error(); !strings.Contains(line, "REGISTRY_INSECURE=true") || strings.Contains(line, "\n") {
+		t.Errorf("the refusal explained: %q, want one line naming REGISTRY_INSECURE=true", line)
+	}
+}
