@@ -117,7 +117,8 @@ SOURCE    ?=
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 # docker-push signs with SIGNING_KEY, made on first use when missing (a key
 # pair with an empty password; set COSIGN_PASSWORD for a key of your own);
-# kubernetes-apply verifies with VERIFY_KEY.
+# kubernetes-apply verifies with VERIFY_KEY, a list while a key is rotated
+# (docs/image.md#rotating-the-key).
 SIGNING_KEY ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/hello/cosign.key
 VERIFY_KEY  ?= $(SIGNING_KEY:.key=.pub)
 KNOBS += PLATFORMS SOURCE SOURCE_DATE_EPOCH SIGNING_KEY VERIFY_KEY
@@ -305,18 +306,19 @@ WITH_OVERLAY = mkdir -p .cache && dir=$$(mktemp -d .cache/overlay.XXXXXX) && tra
 .PHONY: kubernetes-apply kubernetes-delete e2e kubectl-check cluster-check
 
 # Before anything is applied, release verify resolves $(TAG) to a digest and
-# has cosign verify its signature for $(TAG) and its SBOM attestation with
-# VERIFY_KEY; it refuses, on one line, an image that is unsigned, signed by
-# another key, or signed for another tag (the tag was moved).
+# has cosign verify its signature for $(TAG) in this repository and its SBOM
+# attestation with one key of VERIFY_KEY; it refuses, on one line, an image
+# that is unsigned, signed by another key, signed for another repository (copied)
+# or another tag (the tag was moved), or without an SBOM attestation by that key.
 #
 # The Deployment names no replicas, so a first apply creates 1 pod; the
 # autoscaler's first pass (within 15 s, with or without metrics) raises it to
 # minReplicas. Waiting for that pass makes the rollout wait for all of them.
 kubernetes-apply: cluster-check $(RELEASE) $(COSIGN_DEP) ## Deploy $(REGISTRY)/$(IMAGE):$(TAG) by its digest, once its signature and SBOM verify with VERIFY_KEY
 	@case "$(TAG)" in latest|"") echo "TAG='$(TAG)': deploy a version (make kubernetes-apply TAG=v1.2.3), never latest"; exit 1;; esac
-	@case "$(VERIFY_KEY)" in *://*) ;; *) test -f $(VERIFY_KEY) || { echo "No public key at VERIFY_KEY=$(VERIFY_KEY): set VERIFY_KEY to the key that signed the image (make docker-push makes a pair on first use)"; exit 1; };; esac
-	@DIGEST=$$($(RELEASE) verify -cosign $(COSIGN) -key $(VERIFY_KEY) $(REGISTRY)/$(IMAGE):$(TAG)) && \
-	echo "$(REGISTRY)/$(IMAGE):$(TAG) is $$DIGEST: signed for $(TAG), SBOM attested, by the key $(VERIFY_KEY)" && \
+	@for key in $(VERIFY_KEY); do case "$$key" in *://*) ;; *) test -f "$$key" || { echo "No public key at $$key (VERIFY_KEY=$(VERIFY_KEY)): set VERIFY_KEY to the key that signed the image (make docker-push makes a pair on first use)"; exit 1; };; esac; done
+	@DIGEST=$$($(RELEASE) verify -cosign $(COSIGN) $(VERIFY_KEY:%=-key %) $(REGISTRY)/$(IMAGE):$(TAG)) && \
+	echo "$(REGISTRY)/$(IMAGE):$(TAG) is $$DIGEST: signed for $(TAG), SBOM attested, by $(if $(word 2,$(VERIFY_KEY)),one of the keys,the key) $(VERIFY_KEY)" && \
 	$(WITH_OVERLAY) $(KUBECTL_CTX) apply -k "$$dir"
 	$(KUBECTL_CTX) -n $(NAMESPACE) wait horizontalpodautoscaler/hello --for=condition=AbleToScale --timeout=1m
 	$(KUBECTL_CTX) -n $(NAMESPACE) rollout status deployment/hello --timeout=3m
