@@ -147,27 +147,41 @@ docker-run: docker-build ## Run the image on 127.0.0.1:$(PORT), locked down as i
 
 # The pushed image is the built one with what makes two builds differ taken
 # out (docs/image.md): every timestamp is SOURCE_DATE_EPOCH, and the history
-# and the builder's IDs are gone. Then cosign signs its digest, for $(TAG),
-# and attaches the binary's CycloneDX SBOM as a signed attestation. No
-# transparency log is written: docs/image.md says what one adds.
+# and the builder's IDs are gone. It is pushed by digest; cosign signs the
+# digest, for $(TAG), and attaches the binary's CycloneDX SBOM as a signed
+# attestation (--replace: pushing again leaves one, not one more); only then
+# does $(TAG) move to it, so the tag never names an unsigned image. Before
+# anything is pushed, release push refuses when $(TAG) names another digest
+# signed by SIGNING_KEY or a key of VERIFY_KEY: a tag names one build
+# (docs/image.md#a-tag-names-one-build). No transparency log is written:
+# docs/image.md says what one adds.
 COSIGN_KEYED = --key $(SIGNING_KEY) --tlog-upload=false --yes
 COSIGN_SIGN = $(COSIGN) sign $(COSIGN_KEYED) -a tag=$(TAG)
+# The signer's public key, from SIGNING_KEY itself (a file or a KMS URI), into "$$dir".
+SIGNER_PUB = out=$$($(COSIGN) public-key --key $(SIGNING_KEY) --outfile "$$dir/signer.pub" 2>&1) || \
+	{ echo "$$out"; echo "cosign cannot read SIGNING_KEY=$(SIGNING_KEY): is COSIGN_PASSWORD its password?"; exit 1; }
 docker-push: registry-check signing-key $(RELEASE) $(CYCLONEDX) $(if $(ARCHS),,docker-build) ## Push $(REGISTRY)/$(IMAGE):$(TAG) reproducibly, sign it, attest its SBOM; with PLATFORMS, one index
 ifeq ($(ARCHS),)
-	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
+	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; $(SIGNER_PUB); \
 	docker save -o "$$dir/image.tar" $(IMAGE):$(TAG); \
 	$(CYCLONEDX) bin -json -std -noserial -notimestamp -version $(VERSION) -output "$$dir/sbom.json" $(BIN); \
-	ref=$$($(RELEASE) push -epoch $(SOURCE_DATE_EPOCH) "$$dir/image.tar" $(REGISTRY)/$(IMAGE):$(TAG)); \
+	ref=$$($(RELEASE) push -epoch $(SOURCE_DATE_EPOCH) -cosign $(COSIGN) -key "$$dir/signer.pub" $(VERIFY_KEY:%=-key %) \
+		"$$dir/image.tar" $(REGISTRY)/$(IMAGE):$(TAG)); \
 	echo "pushed $$ref"; \
 	$(COSIGN_SIGN) "$$ref"; \
-	$(COSIGN) attest $(COSIGN_KEYED) --type cyclonedx --predicate "$$dir/sbom.json" "$$ref"; \
+	$(COSIGN) attest $(COSIGN_KEYED) --replace --type cyclonedx --predicate "$$dir/sbom.json" "$$ref"; \
+	$(RELEASE) tag "$$ref" $(TAG); echo "tagged $(REGISTRY)/$(IMAGE):$(TAG)"; \
 	echo "$$ref"
 else
 	set -e; for arch in $(ARCHS); do \
 		$(MAKE) docker-push PLATFORMS= GOARCH=$$arch TAG=$(TAG)-$$arch; \
 	done
-	@set -e; ref=$$($(RELEASE) index $(REGISTRY)/$(IMAGE):$(TAG) $(ARCHS:%=$(REGISTRY)/$(IMAGE):$(TAG)-%)); \
-	echo "pushed $$ref"; $(COSIGN_SIGN) "$$ref"; echo "$$ref"
+	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; $(SIGNER_PUB); \
+	ref=$$($(RELEASE) index -cosign $(COSIGN) -key "$$dir/signer.pub" $(VERIFY_KEY:%=-key %) \
+		$(REGISTRY)/$(IMAGE):$(TAG) $(ARCHS:%=$(REGISTRY)/$(IMAGE):$(TAG)-%)); \
+	echo "pushed $$ref"; $(COSIGN_SIGN) "$$ref"; \
+	$(RELEASE) tag "$$ref" $(TAG); echo "tagged $(REGISTRY)/$(IMAGE):$(TAG)"; \
+	echo "$$ref"
 endif
 
 # A key given as a cosign URI (awskms://, hashivault://, ...) is used as is.

@@ -3,15 +3,19 @@
 // to a digest that cosign has verified. The Makefile runs it; it is a module of
 // its own so that hello's go.mod stays empty.
 //
-//	release push -epoch SECONDS IMAGE.tar REGISTRY/IMAGE:TAG
-//	release index REGISTRY/IMAGE:TAG REGISTRY/IMAGE:TAG-ARCH...
+//	release push -epoch SECONDS -cosign PATH -key PUB IMAGE.tar REGISTRY/IMAGE:TAG
+//	release index -cosign PATH -key PUB REGISTRY/IMAGE:TAG REGISTRY/IMAGE:TAG-ARCH...
+//	release tag REGISTRY/IMAGE@DIGEST TAG
 //	release verify -cosign PATH -key PUB [-key PUB...] REGISTRY/IMAGE:TAG
 //
 // push reads a `docker save` archive, rewrites what makes two builds of one
 // commit differ (every timestamp becomes -epoch; the history and the classic
-// builder's parent image ID go), pushes it and prints REGISTRY/IMAGE@DIGEST.
-// index pushes one index over images already pushed. verify prints the
-// digest TAG points at, once cosign has verified with one of the keys its
+// builder's parent image ID go), pushes it by digest and prints
+// REGISTRY/IMAGE@DIGEST. index pushes one index over images already pushed,
+// by digest too. Neither moves TAG, and both refuse, before pushing anything,
+// when TAG names another digest that the key signed: a tag names one build.
+// tag points TAG at the digest once the Makefile has signed it. verify prints
+// the digest TAG points at, once cosign has verified with one of the keys its
 // signature, made for that tag in that repository, and its SBOM attestation;
 // otherwise it says on one line why the image is refused, and exits 1.
 package main
@@ -36,6 +40,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -51,31 +56,34 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: release push|index|verify ... (see the doc comment of release/main.go)")
+		return errors.New("usage: release push|index|tag|verify ... (see the doc comment of release/main.go)")
 	}
 	fs := flag.NewFlagSet("release "+args[0], flag.ContinueOnError)
 	epoch := fs.Int64("epoch", 0, "push: every timestamp in the image, in seconds since 1970 (SOURCE_DATE_EPOCH)")
 	ring := keyring{cosign: "cosign"}
-	fs.StringVar(&ring.cosign, "cosign", ring.cosign, "verify: the cosign binary")
-	fs.Func("key", "verify: a public key the signature and the SBOM attestation must verify with (repeat it to trust several)",
+	fs.StringVar(&ring.cosign, "cosign", ring.cosign, "push, index, verify: the cosign binary")
+	fs.Func("key", "push, index: the signer's public key, and any other trusted one; verify: a public key the signature and the SBOM attestation must verify with (repeat it to trust several)",
 		func(key string) error { ring.keys = append(ring.keys, key); return nil })
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)}
 	switch {
-	case args[0] == "push" && fs.NArg() == 2:
-		return push(fs.Arg(0), fs.Arg(1), time.Unix(*epoch, 0).UTC(), stdout, opts)
-	case args[0] == "index" && fs.NArg() >= 2:
-		return index(fs.Arg(0), fs.Args()[1:], stdout, opts)
+	case args[0] == "push" && fs.NArg() == 2 && len(ring.keys) > 0:
+		return push(ctx, fs.Arg(0), fs.Arg(1), time.Unix(*epoch, 0).UTC(), ring, stdout, opts)
+	case args[0] == "index" && fs.NArg() >= 2 && len(ring.keys) > 0:
+		return index(ctx, fs.Arg(0), fs.Args()[1:], ring, stdout, opts)
+	case args[0] == "tag" && fs.NArg() == 2:
+		return tag(fs.Arg(0), fs.Arg(1), opts)
 	case args[0] == "verify" && fs.NArg() == 1 && len(ring.keys) > 0:
 		return verify(ctx, fs.Arg(0), ring, stdout, opts)
 	}
 	return fmt.Errorf("usage: release %s: wrong arguments %q (see the doc comment of release/main.go)", args[0], args[1:])
 }
 
-// push normalises the image in a `docker save` archive and pushes it to tag.
-func push(archive, tag string, epoch time.Time, stdout io.Writer, opts []remote.Option) error {
+// push normalises the image in a `docker save` archive and pushes it by
+// digest (pushByDigest).
+func push(ctx context.Context, archive, tag string, epoch time.Time, ring keyring, stdout io.Writer, opts []remote.Option) error {
 	ref, err := name.NewTag(tag)
 	if err != nil {
 		return err
@@ -109,20 +117,12 @@ func push(archive, tag string, epoch time.Time, stdout io.Writer, opts []remote.
 	if img, err = mutate.ConfigFile(img, config); err != nil {
 		return err
 	}
-	if err := remote.Write(ref, img, opts...); err != nil {
-		return err
-	}
-	digest, err := img.Digest()
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, ref.Context().Digest(digest.String()))
-	return nil
+	return pushByDigest(ctx, ref, img, ring, stdout, opts)
 }
 
-// index pushes to tag one index of the images the other tags name, each
-// under the platform its config records.
-func index(tag string, images []string, stdout io.Writer, opts []remote.Option) error {
+// index pushes by digest (pushByDigest) one index of the images the other
+// tags name, each under the platform its config records.
+func index(ctx context.Context, tag string, images []string, ring keyring, stdout io.Writer, opts []remote.Option) error {
 	ref, err := name.NewTag(tag)
 	if err != nil {
 		return err
@@ -143,15 +143,41 @@ func index(tag string, images []string, stdout io.Writer, opts []remote.Option) 
 		}
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: config.Platform()}})
 	}
-	if err := remote.WriteIndex(ref, idx, opts...); err != nil {
-		return err
-	}
-	digest, err := idx.Digest()
+	return pushByDigest(ctx, ref, idx, ring, stdout, opts)
+}
+
+// pushByDigest pushes what, an image or an index, into tag's repository by
+// its digest, once ring.claim has said that the digest may be signed for
+// tag, and prints REGISTRY/IMAGE@DIGEST. The tag does not move here: release
+// tag moves it once the Makefile has signed the digest.
+func pushByDigest(ctx context.Context, tag name.Tag, what remote.Taggable, ring keyring, stdout io.Writer, opts []remote.Option) error {
+	digest, err := partial.Digest(what)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, ref.Context().Digest(digest.String()))
+	if err := ring.claim(ctx, tag, digest, opts); err != nil {
+		return err
+	}
+	at := tag.Context().Digest(digest.String())
+	if err := remote.Push(at, what, opts...); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, at)
 	return nil
+}
+
+// tag points tagName, in the repository of the digest reference at, at that
+// digest.
+func tag(at, tagName string, opts []remote.Option) error {
+	ref, err := name.NewDigest(at)
+	if err != nil {
+		return err
+	}
+	desc, err := remote.Get(ref, opts...)
+	if err != nil {
+		return err
+	}
+	return remote.Tag(ref.Context().Tag(tagName), desc, opts...)
 }
 
 // verify prints the digest tag points at, once one of the keys verifies its
@@ -242,6 +268,28 @@ func (k keyring) refusal(ctx context.Context, key string, tag name.Tag, at name.
 		}
 	}
 	return "", nil
+}
+
+// claim refuses to push digest for tag when the tag names another digest
+// that one of the keys has signed (the signer's, and while a key is rotated
+// the others that deployers trust). A signature cannot be taken back: once
+// two digests are signed for one tag, whoever may push can point the tag at
+// either, and both verify. So a tag names one build, and a rebuild gets a
+// new tag (docs/image.md).
+func (k keyring) claim(ctx context.Context, tag name.Tag, digest v1.Hash, opts []remote.Option) error {
+	desc, err := head(tag, opts)
+	if err != nil || desc == nil || desc.Digest == digest {
+		return err
+	}
+	other := tag.Context().Digest(desc.Digest.String())
+	for _, key := range k.keys {
+		// An image that no signature by key verifies for may be replaced.
+		if sigs, err := k.signatures(ctx, key, other); err == nil {
+			return fmt.Errorf("refused to sign %s for %s: the tag names %s, already signed as %s by a trusted key; a tag names one build: push this build under a new TAG",
+				tag, digest, desc.Digest, strings.Join(tagsOf(sigs), ", "))
+		}
+	}
+	return nil
 }
 
 // signature is what a cosign signature says, once verified: the repository

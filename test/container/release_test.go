@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -63,7 +64,8 @@ func TestReproducible(t *testing.T) {
 	}
 	docker(t, "rmi", img.ref())
 	version := run(t, "git", "-C", first, "describe", "--tags", "--always", "--abbrev=12") // as if hello.go were committed unchanged
-	if c := push(second, []string{"UMASK=022", "TZ=UTC"}, "VERSION="+version); c == a {
+	// Under a tag of its own: the first tag names one build already.
+	if c := push(second, []string{"UMASK=022", "TZ=UTC"}, "VERSION="+version, "TAG="+img.tag+"-changed"); c == a {
 		t.Errorf("a changed hello.go pushed %s, the digest of the unchanged one", c)
 	}
 }
@@ -178,6 +180,66 @@ func releaseTools(t *testing.T) (release, cosign string) {
 		t.Fatal("COSIGN_BIN or RELEASE_BIN is not set: run the suite with `make container-test`, which builds them")
 	}
 	return release, cosign
+}
+
+// TestTagNamesOneBuild pushes one build twice under one tag, which changes
+// nothing, then another build under that tag, which make docker-push must
+// refuse before pushing anything: once two digests are signed for one tag,
+// anyone who may push can point the tag at either.
+func TestTagNamesOneBuild(t *testing.T) {
+	needEngine(t)
+	release, cosign := releaseTools(t)
+	registry := startRegistry(t)
+	img := newImage(t, registry)
+	repo := registry + "/" + img.name
+	base := "http://" + registry + "/v2/" + img.name + "/manifests/"
+	push := func(knobs ...string) (string, error) {
+		return img.tryMake("docker-push", append([]string{"REGISTRY=" + registry}, knobs...)...)
+	}
+	out, err := push()
+	if err != nil {
+		t.Fatalf("make docker-push: %v\n%s", err, out)
+	}
+	first := checkPushed(t, lastLine(out), registry, img.name)
+	if out, err = push(); err != nil || lastLine(out) != repo+"@"+first {
+		t.Fatalf("make docker-push of the same build again: %v, want it to succeed with %s@%s\n%s", err, repo, first, out)
+	}
+	for _, suffix := range []string{".sig", ".att"} {
+		var manifest struct{ Layers []any }
+		_, body, _ := fetch(t, base+strings.Replace(first, ":", "-", 1)+suffix, ociManifest)
+		if err := json.Unmarshal(body, &manifest); err != nil || len(manifest.Layers) != 1 {
+			t.Errorf("after two pushes of one build, its %s holds %d entries (%v), want 1", suffix, len(manifest.Layers), err)
+		}
+	}
+
+	out, err = push("VERSION=" + img.version + ".rebuilt")
+	var refused []string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, "refused") {
+			refused = append(refused, line)
+		}
+	}
+	m := regexp.MustCompile(`^release: refused to sign ` + regexp.QuoteMeta(repo+":"+img.tag) + ` for (sha256:[0-9a-f]{64}): the tag names ` +
+		first + `, already signed as ` + img.tag + ` by a trusted key; a tag names one build: push this build under a new TAG$`).FindStringSubmatch(strings.Join(refused, "\n"))
+	if err == nil || m == nil {
+		t.Fatalf("make docker-push of another build under %s: %v, lines saying refused %q; want one line refusing it\n%s", img.tag, err, refused, out)
+	}
+	t.Logf("make docker-push of another build: %s", refused[0])
+	rebuilt := m[1]
+	for _, ref := range []string{rebuilt, strings.Replace(rebuilt, ":", "-", 1) + ".sig"} {
+		if code, _, _ := fetch(t, base+ref, dockerManifest+", "+ociManifest); code != http.StatusNotFound {
+			t.Errorf("refused, make docker-push left %s in the registry (GET = %d), want nothing pushed", ref, code)
+		}
+	}
+	pub := filepath.Join(img.config, "hello", "cosign.pub")
+	if got, err := tryRun(release, "verify", "-cosign", cosign, "-key", pub, repo+":"+img.tag); err != nil || got != first {
+		t.Errorf("release verify %s after the refused push: %v %q, want the first build %s", img.tag, err, got, first)
+	}
+	// Redone on purpose: the rebuild under a tag of its own.
+	out, err = push("VERSION="+img.version+".rebuilt", "TAG="+img.tag+"-2")
+	if err != nil || lastLine(out) != repo+"@"+rebuilt {
+		t.Errorf("make docker-push of the rebuild under a new tag: %v, want %s@%s\n%s", err, repo, rebuilt, out)
+	}
 }
 
 // pushVariant builds, from the local image from, one that differs by a label
