@@ -117,7 +117,8 @@ SOURCE    ?=
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 # docker-push signs with SIGNING_KEY, made on first use when missing (a key
 # pair with an empty password; set COSIGN_PASSWORD for a key of your own);
-# kubernetes-apply verifies with VERIFY_KEY.
+# kubernetes-apply verifies with VERIFY_KEY, a list while a key is rotated
+# (docs/image.md#rotating-the-key).
 SIGNING_KEY ?= $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/hello/cosign.key
 VERIFY_KEY  ?= $(SIGNING_KEY:.key=.pub)
 # How docker-push and kubernetes-apply speak to REGISTRY, as Docker's
@@ -158,31 +159,45 @@ docker-run: docker-build ## Run the image on 127.0.0.1:$(PORT), locked down as i
 
 # The pushed image is the built one with what makes two builds differ taken
 # out (docs/image.md): every timestamp is SOURCE_DATE_EPOCH, and the history
-# and the builder's IDs are gone. Then cosign signs its digest, for $(TAG),
-# and attaches the binary's CycloneDX SBOM as a signed attestation. No
-# transparency log is written: docs/image.md says what one adds.
+# and the builder's IDs are gone. It is pushed by digest; cosign signs the
+# digest, for $(TAG), and attaches the binary's CycloneDX SBOM as a signed
+# attestation (--replace: pushing again leaves one, not one more); only then
+# does $(TAG) move to it, so the tag never names an unsigned image. Before
+# anything is pushed, release push refuses when $(TAG) names another digest
+# signed by SIGNING_KEY or a key of VERIFY_KEY: a tag names one build
+# (docs/image.md#a-tag-names-one-build). No transparency log is written:
+# docs/image.md says what one adds.
 # The recipe sets $insecure from `release registry`, for cosign's flags.
 COSIGN_KEYED = --key $(SIGNING_KEY) --tlog-upload=false --yes \
 	--allow-http-registry=$$insecure --allow-insecure-registry=$$insecure
 COSIGN_SIGN = $(COSIGN) sign $(COSIGN_KEYED) -a tag=$(TAG)
+# The signer's public key, from SIGNING_KEY itself (a file or a KMS URI), into "$$dir".
+SIGNER_PUB = out=$$($(COSIGN) public-key --key $(SIGNING_KEY) --outfile "$$dir/signer.pub" 2>&1) || \
+	{ echo "$$out"; echo "cosign cannot read SIGNING_KEY=$(SIGNING_KEY): is COSIGN_PASSWORD its password?"; exit 1; }
 docker-push: registry-check signing-key $(RELEASE) $(CYCLONEDX) $(if $(ARCHS),,docker-build) ## Push $(REGISTRY)/$(IMAGE):$(TAG) reproducibly, sign it, attest its SBOM; with PLATFORMS, one index
 ifeq ($(ARCHS),)
-	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
+	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; $(SIGNER_PUB); \
 	insecure=$$($(RELEASE) registry -q $(REGISTRY_HOST)); \
 	docker save -o "$$dir/image.tar" $(IMAGE):$(TAG); \
 	$(CYCLONEDX) bin -json -std -noserial -notimestamp -version $(VERSION) -output "$$dir/sbom.json" $(BIN); \
-	ref=$$($(RELEASE) push -epoch $(SOURCE_DATE_EPOCH) "$$dir/image.tar" $(REGISTRY)/$(IMAGE):$(TAG)); \
+	ref=$$($(RELEASE) push -epoch $(SOURCE_DATE_EPOCH) -cosign $(COSIGN) -key "$$dir/signer.pub" $(VERIFY_KEY:%=-key %) \
+		"$$dir/image.tar" $(REGISTRY)/$(IMAGE):$(TAG)); \
 	echo "pushed $$ref"; \
 	$(COSIGN_SIGN) "$$ref"; \
-	$(COSIGN) attest $(COSIGN_KEYED) --type cyclonedx --predicate "$$dir/sbom.json" "$$ref"; \
+	$(COSIGN) attest $(COSIGN_KEYED) --replace --type cyclonedx --predicate "$$dir/sbom.json" "$$ref"; \
+	$(RELEASE) tag "$$ref" $(TAG); echo "tagged $(REGISTRY)/$(IMAGE):$(TAG)"; \
 	echo "$$ref"
 else
 	set -e; for arch in $(ARCHS); do \
 		$(MAKE) docker-push PLATFORMS= GOARCH=$$arch TAG=$(TAG)-$$arch; \
 	done
-	@set -e; insecure=$$($(RELEASE) registry -q $(REGISTRY_HOST)); \
-	ref=$$($(RELEASE) index $(REGISTRY)/$(IMAGE):$(TAG) $(ARCHS:%=$(REGISTRY)/$(IMAGE):$(TAG)-%)); \
-	echo "pushed $$ref"; $(COSIGN_SIGN) "$$ref"; echo "$$ref"
+	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; $(SIGNER_PUB); \
+	insecure=$$($(RELEASE) registry -q $(REGISTRY_HOST)); \
+	ref=$$($(RELEASE) index -cosign $(COSIGN) -key "$$dir/signer.pub" $(VERIFY_KEY:%=-key %) \
+		$(REGISTRY)/$(IMAGE):$(TAG) $(ARCHS:%=$(REGISTRY)/$(IMAGE):$(TAG)-%)); \
+	echo "pushed $$ref"; $(COSIGN_SIGN) "$$ref"; \
+	$(RELEASE) tag "$$ref" $(TAG); echo "tagged $(REGISTRY)/$(IMAGE):$(TAG)"; \
+	echo "$$ref"
 endif
 
 # A key given as a cosign URI (awskms://, hashivault://, ...) is used as is.
@@ -315,18 +330,19 @@ WITH_OVERLAY = mkdir -p .cache && dir=$$(mktemp -d .cache/overlay.XXXXXX) && tra
 .PHONY: kubernetes-apply kubernetes-delete e2e kubectl-check cluster-check
 
 # Before anything is applied, release verify resolves $(TAG) to a digest and
-# has cosign verify its signature for $(TAG) and its SBOM attestation with
-# VERIFY_KEY; it refuses, on one line, an image that is unsigned, signed by
-# another key, or signed for another tag (the tag was moved).
+# has cosign verify its signature for $(TAG) in this repository and its SBOM
+# attestation with one key of VERIFY_KEY; it refuses, on one line, an image
+# that is unsigned, signed by another key, signed for another repository (copied)
+# or another tag (the tag was moved), or without an SBOM attestation by that key.
 #
 # The Deployment names no replicas, so a first apply creates 1 pod; the
 # autoscaler's first pass (within 15 s, with or without metrics) raises it to
 # minReplicas. Waiting for that pass makes the rollout wait for all of them.
 kubernetes-apply: cluster-check $(RELEASE) $(COSIGN_DEP) ## Deploy $(REGISTRY)/$(IMAGE):$(TAG) by its digest, once its signature and SBOM verify with VERIFY_KEY
 	@case "$(TAG)" in latest|"") echo "TAG='$(TAG)': deploy a version (make kubernetes-apply TAG=v1.2.3), never latest"; exit 1;; esac
-	@case "$(VERIFY_KEY)" in *://*) ;; *) test -f $(VERIFY_KEY) || { echo "No public key at VERIFY_KEY=$(VERIFY_KEY): set VERIFY_KEY to the key that signed the image (make docker-push makes a pair on first use)"; exit 1; };; esac
-	@DIGEST=$$($(RELEASE) verify -cosign $(COSIGN) -key $(VERIFY_KEY) $(REGISTRY)/$(IMAGE):$(TAG)) && \
-	echo "$(REGISTRY)/$(IMAGE):$(TAG) is $$DIGEST: signed for $(TAG), SBOM attested, by the key $(VERIFY_KEY)" && \
+	@for key in $(VERIFY_KEY); do case "$$key" in *://*) ;; *) test -f "$$key" || { echo "No public key at $$key (VERIFY_KEY=$(VERIFY_KEY)): set VERIFY_KEY to the key that signed the image (make docker-push makes a pair on first use)"; exit 1; };; esac; done
+	@DIGEST=$$($(RELEASE) verify -cosign $(COSIGN) $(VERIFY_KEY:%=-key %) $(REGISTRY)/$(IMAGE):$(TAG)) && \
+	echo "$(REGISTRY)/$(IMAGE):$(TAG) is $$DIGEST: signed for $(TAG), SBOM attested, by $(if $(word 2,$(VERIFY_KEY)),one of the keys,the key) $(VERIFY_KEY)" && \
 	$(WITH_OVERLAY) $(KUBECTL_CTX) apply -k "$$dir"
 	$(KUBECTL_CTX) -n $(NAMESPACE) wait horizontalpodautoscaler/hello --for=condition=AbleToScale --timeout=1m
 	$(KUBECTL_CTX) -n $(NAMESPACE) rollout status deployment/hello --timeout=3m

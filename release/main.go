@@ -3,24 +3,29 @@
 // to a digest that cosign has verified. The Makefile runs it; it is a module of
 // its own so that hello's go.mod stays empty.
 //
-//	release push -epoch SECONDS IMAGE.tar REGISTRY/IMAGE:TAG
-//	release index REGISTRY/IMAGE:TAG REGISTRY/IMAGE:TAG-ARCH...
-//	release verify -cosign PATH -key PUB REGISTRY/IMAGE:TAG
+//	release push -epoch SECONDS -cosign PATH -key PUB IMAGE.tar REGISTRY/IMAGE:TAG
+//	release index -cosign PATH -key PUB REGISTRY/IMAGE:TAG REGISTRY/IMAGE:TAG-ARCH...
+//	release tag REGISTRY/IMAGE@DIGEST TAG
+//	release verify -cosign PATH -key PUB [-key PUB...] REGISTRY/IMAGE:TAG
 //	release registry [-q] REGISTRY
 //
 // push reads a `docker save` archive, rewrites what makes two builds of one
 // commit differ (every timestamp becomes -epoch; the history and the classic
-// builder's parent image ID go), pushes it and prints REGISTRY/IMAGE@DIGEST.
-// index pushes one index over images already pushed. verify prints the
-// digest TAG points at, once cosign has verified its signature (made for that
-// tag) and its SBOM attestation with the public key; otherwise it says on one
-// line why the image is refused, and exits 1. registry prints whether the
-// rule below lets REGISTRY speak plain HTTP, true or false, once its /v2/
-// has answered within 5 s; otherwise it says on one line why not.
+// builder's parent image ID go), pushes it by digest and prints
+// REGISTRY/IMAGE@DIGEST. index pushes one index over images already pushed,
+// by digest too. Neither moves TAG, and both refuse, before pushing anything,
+// when TAG names another digest that the key signed: a tag names one build.
+// tag points TAG at the digest once the Makefile has signed it. verify prints
+// the digest TAG points at, once cosign has verified with one of the keys its
+// signature, made for that tag in that repository, and its SBOM attestation;
+// otherwise it says on one line why the image is refused, and exits 1.
+// registry prints whether the rule below lets REGISTRY speak plain HTTP,
+// true or false, once its /v2/ has answered within 5 s; otherwise it says on
+// one line why not.
 //
-// One rule (registry.go) decides how each command, and the cosign verify
-// runs, speaks to the registry: REGISTRY_INSECURE in the environment, true
-// or false; when it is empty, the Docker engine's insecure-registries.
+// One rule (registry.go) decides how each command, and the cosign it runs,
+// speaks to the registry: REGISTRY_INSECURE in the environment, true or
+// false; when it is empty, the Docker engine's insecure-registries.
 package main
 
 import (
@@ -43,6 +48,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -58,12 +64,14 @@ func main() {
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: release push|index|verify|registry ... (see the doc comment of release/main.go)")
+		return errors.New("usage: release push|index|tag|verify|registry ... (see the doc comment of release/main.go)")
 	}
 	fs := flag.NewFlagSet("release "+args[0], flag.ContinueOnError)
 	epoch := fs.Int64("epoch", 0, "push: every timestamp in the image, in seconds since 1970 (SOURCE_DATE_EPOCH)")
-	cosign := fs.String("cosign", "cosign", "verify: the cosign binary")
-	key := fs.String("key", "", "verify: the public key the signature and the SBOM attestation must verify with")
+	ring := keyring{cosign: "cosign"}
+	fs.StringVar(&ring.cosign, "cosign", ring.cosign, "push, index, verify: the cosign binary")
+	fs.Func("key", "push, index: the signer's public key, and any other trusted one; verify: a public key the signature and the SBOM attestation must verify with (repeat it to trust several)",
+		func(key string) error { ring.keys = append(ring.keys, key); return nil })
 	quiet := fs.Bool("q", false, "registry: print true or false only, not why")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
@@ -87,22 +95,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err != nil {
 		return err
 	}
+	ring.flags = reg.cosign
 	opts := append([]remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)}, reg.options()...)
 	switch {
-	case args[0] == "push" && fs.NArg() == 2:
-		err = push(fs.Arg(0), fs.Arg(1), time.Unix(*epoch, 0).UTC(), stdout, opts, reg)
-	case args[0] == "index" && fs.NArg() >= 2:
-		err = index(fs.Arg(0), fs.Args()[1:], stdout, opts, reg)
-	case args[0] == "verify" && fs.NArg() == 1 && *key != "":
-		err = verify(ctx, fs.Arg(0), *cosign, *key, stdout, opts, reg)
+	case args[0] == "push" && fs.NArg() == 2 && len(ring.keys) > 0:
+		err = push(ctx, fs.Arg(0), fs.Arg(1), time.Unix(*epoch, 0).UTC(), reg, ring, stdout, opts)
+	case args[0] == "index" && fs.NArg() >= 2 && len(ring.keys) > 0:
+		err = index(ctx, fs.Arg(0), fs.Args()[1:], reg, ring, stdout, opts)
+	case args[0] == "tag" && fs.NArg() == 2:
+		err = tag(fs.Arg(0), fs.Arg(1), reg, opts)
+	case args[0] == "verify" && fs.NArg() == 1 && len(ring.keys) > 0:
+		err = verify(ctx, fs.Arg(0), reg, ring, stdout, opts)
 	default:
 		return usage
 	}
 	return reg.explain(err)
 }
 
-// push normalises the image in a `docker save` archive and pushes it to tag.
-func push(archive, tag string, epoch time.Time, stdout io.Writer, opts []remote.Option, reg registry) error {
+// push normalises the image in a `docker save` archive and pushes it by
+// digest (pushByDigest).
+func push(ctx context.Context, archive, tag string, epoch time.Time, reg registry, ring keyring, stdout io.Writer, opts []remote.Option) error {
 	ref, err := name.NewTag(tag, reg.names...)
 	if err != nil {
 		return err
@@ -136,20 +148,12 @@ func push(archive, tag string, epoch time.Time, stdout io.Writer, opts []remote.
 	if img, err = mutate.ConfigFile(img, config); err != nil {
 		return err
 	}
-	if err := remote.Write(ref, img, opts...); err != nil {
-		return err
-	}
-	digest, err := img.Digest()
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, ref.Context().Digest(digest.String()))
-	return nil
+	return pushByDigest(ctx, ref, img, ring, stdout, opts)
 }
 
-// index pushes to tag one index of the images the other tags name, each
-// under the platform its config records.
-func index(tag string, images []string, stdout io.Writer, opts []remote.Option, reg registry) error {
+// index pushes by digest (pushByDigest) one index of the images the other
+// tags name, each under the platform its config records.
+func index(ctx context.Context, tag string, images []string, reg registry, ring keyring, stdout io.Writer, opts []remote.Option) error {
 	ref, err := name.NewTag(tag, reg.names...)
 	if err != nil {
 		return err
@@ -170,21 +174,49 @@ func index(tag string, images []string, stdout io.Writer, opts []remote.Option, 
 		}
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: config.Platform()}})
 	}
-	if err := remote.WriteIndex(ref, idx, opts...); err != nil {
-		return err
-	}
-	digest, err := idx.Digest()
+	return pushByDigest(ctx, ref, idx, ring, stdout, opts)
+}
+
+// pushByDigest pushes what, an image or an index, into tag's repository by
+// its digest, once ring.claim has said that the digest may be signed for
+// tag, and prints REGISTRY/IMAGE@DIGEST. The tag does not move here: release
+// tag moves it once the Makefile has signed the digest.
+func pushByDigest(ctx context.Context, tag name.Tag, what remote.Taggable, ring keyring, stdout io.Writer, opts []remote.Option) error {
+	digest, err := partial.Digest(what)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, ref.Context().Digest(digest.String()))
+	if err := ring.claim(ctx, tag, digest, opts); err != nil {
+		return err
+	}
+	at := tag.Context().Digest(digest.String())
+	if err := remote.Push(at, what, opts...); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, at)
 	return nil
 }
 
-// verify prints the digest tag points at, once its signature and its SBOM
-// attestation verify with key; for an index, the signature is the index's
-// and the attestations are its images'.
-func verify(ctx context.Context, tag, cosign, key string, stdout io.Writer, opts []remote.Option, reg registry) error {
+// tag points tagName, in the repository of the digest reference at, at that
+// digest.
+func tag(at, tagName string, reg registry, opts []remote.Option) error {
+	ref, err := name.NewDigest(at, reg.names...)
+	if err != nil {
+		return err
+	}
+	desc, err := remote.Get(ref, opts...)
+	if err != nil {
+		return err
+	}
+	return remote.Tag(ref.Context().Tag(tagName), desc, opts...)
+}
+
+// verify prints the digest tag points at, once one of the keys verifies its
+// signature, made for tag in tag's repository, and its SBOM attestation; for
+// an index, the signature is the index's and the attestations are its
+// images'. With several keys (while one is rotated out), one key must verify
+// both: the reasons each key gave are joined on the refusal's line.
+func verify(ctx context.Context, tag string, reg registry, ring keyring, stdout io.Writer, opts []remote.Option) error {
 	ref, err := name.NewTag(tag, reg.names...)
 	if err != nil {
 		return err
@@ -195,36 +227,6 @@ func verify(ctx context.Context, tag, cosign, key string, stdout io.Writer, opts
 	}
 	at := ref.Context().Digest(desc.Digest.String())
 	what := fmt.Sprintf("refused %s (%s):", tag, desc.Digest)
-	signed, err := hasSignature(at, opts)
-	if err != nil {
-		return err
-	}
-	if !signed {
-		return fmt.Errorf("%s it is unsigned; make docker-push signs what it pushes", what)
-	}
-	out, err := cosignVerify(ctx, cosign, "verify", key, slices.Concat(reg.cosign, []string{at.String()})...)
-	if err != nil {
-		return fmt.Errorf("%s no signature verifies with the key %s (signed by another key?): %w", what, key, err)
-	}
-	var payloads []struct {
-		Optional map[string]any `json:"optional"`
-	}
-	if err := json.Unmarshal(out, &payloads); err != nil {
-		return fmt.Errorf("%s reading cosign's verified signatures: %w", what, err)
-	}
-	var tags []string
-	for _, p := range payloads {
-		if t, ok := p.Optional["tag"].(string); ok && !slices.Contains(tags, t) {
-			tags = append(tags, t)
-		}
-	}
-	if !slices.Contains(tags, ref.TagStr()) {
-		signedAs := "(none)"
-		if len(tags) > 0 {
-			signedAs = strings.Join(tags, ", ")
-		}
-		return fmt.Errorf("%s it was signed as tag %s, not %s: the tag was moved to another image", what, signedAs, ref.TagStr())
-	}
 	images := []name.Digest{at}
 	if desc.MediaType.IsIndex() {
 		idx, err := desc.ImageIndex()
@@ -240,24 +242,181 @@ func verify(ctx context.Context, tag, cosign, key string, stdout io.Writer, opts
 			images = append(images, ref.Context().Digest(m.Digest.String()))
 		}
 	}
+	signed, err := attached(at, ".sig", opts)
+	if err != nil {
+		return err
+	}
+	if !signed {
+		return fmt.Errorf("%s it is unsigned; make docker-push signs what it pushes", what)
+	}
+	var reasons []string
+	for _, key := range ring.keys {
+		reason, err := ring.refusal(ctx, key, ref, at, images, opts)
+		if err != nil {
+			return err
+		}
+		if reason == "" {
+			fmt.Fprintln(stdout, desc.Digest)
+			return nil
+		}
+		reasons = append(reasons, reason)
+	}
+	return fmt.Errorf("%s %s", what, strings.Join(reasons, "; "))
+}
+
+// keyring is the public keys images must verify with, the cosign that
+// verifies them, and the flags that make cosign speak to the registry as the
+// rule says (registry.go).
+type keyring struct {
+	cosign string
+	keys   []string
+	flags  []string
+}
+
+// refusal says why key does not verify the image at as tag's, or "" when it
+// does. cosign decides whether a signature by key is this digest's and
+// records this tag (-a tag=TAG). It does not compare the repository the
+// signature was made for (critical.identity.docker-reference) with the one
+// the image is in, so that is decided here: else a signed image copied with
+// its signature from another repository would verify.
+func (k keyring) refusal(ctx context.Context, key string, tag name.Tag, at name.Digest, images []name.Digest, opts []remote.Option) (string, error) {
+	sigs, err := k.signatures(ctx, key, at, "-a", "tag="+tag.TagStr())
+	if err != nil {
+		return k.unverified(ctx, key, tag, at), nil
+	}
+	repo := tag.Context().Name()
+	if !slices.ContainsFunc(sigs, func(s signature) bool { return s.repository() == repo }) {
+		return copied(sigs, repo), nil
+	}
 	for _, img := range images {
-		if _, err := cosignVerify(ctx, cosign, "verify-attestation", key, slices.Concat(reg.cosign, []string{"--type", "cyclonedx", img.String()})...); err != nil {
-			return fmt.Errorf("%s no SBOM attestation of %s verifies with the key %s: %w", what, img.DigestStr(), key, err)
+		attested, err := attached(img, ".att", opts)
+		if err != nil {
+			return "", err
+		}
+		if !attested {
+			return fmt.Sprintf("no SBOM attestation is attached to %s; make docker-push attests what it pushes", img.DigestStr()), nil
+		}
+		if _, err := cosignVerify(ctx, k.cosign, "verify-attestation", key, slices.Concat(k.flags, []string{"--type", "cyclonedx", img.String()})...); err != nil {
+			return fmt.Sprintf("no SBOM attestation of %s verifies with the key %s (attested by another key?): %v", img.DigestStr(), key, err), nil
 		}
 	}
-	fmt.Fprintln(stdout, desc.Digest)
+	return "", nil
+}
+
+// claim refuses to push digest for tag when the tag names another digest
+// that one of the keys has signed (the signer's, and while a key is rotated
+// the others that deployers trust). A signature cannot be taken back: once
+// two digests are signed for one tag, whoever may push can point the tag at
+// either, and both verify. So a tag names one build, and a rebuild gets a
+// new tag (docs/image.md).
+func (k keyring) claim(ctx context.Context, tag name.Tag, digest v1.Hash, opts []remote.Option) error {
+	desc, err := head(tag, opts)
+	if err != nil || desc == nil || desc.Digest == digest {
+		return err
+	}
+	other := tag.Context().Digest(desc.Digest.String())
+	for _, key := range k.keys {
+		// An image that no signature by key verifies for may be replaced.
+		if sigs, err := k.signatures(ctx, key, other); err == nil {
+			return fmt.Errorf("refused to sign %s for %s: the tag names %s, already signed as %s by a trusted key; a tag names one build: push this build under a new TAG",
+				tag, digest, desc.Digest, strings.Join(tagsOf(sigs), ", "))
+		}
+	}
 	return nil
 }
 
-// hasSignature says whether cosign's signature tag for the digest exists.
-func hasSignature(at name.Digest, opts []remote.Option) (bool, error) {
-	sig := at.Context().Tag(strings.Replace(at.DigestStr(), ":", "-", 1) + ".sig")
-	_, err := remote.Head(sig, opts...)
+// signature is what a cosign signature says, once verified: the repository
+// it was made for and the tag make docker-push recorded (-a tag=TAG).
+type signature struct {
+	Critical struct {
+		Identity struct {
+			DockerReference string `json:"docker-reference"`
+		} `json:"identity"`
+	} `json:"critical"`
+	Optional map[string]any `json:"optional"`
+}
+
+// repository is the repository the signature was made for, as go-containerregistry
+// names it ("index.docker.io/library/hello" for "hello").
+func (s signature) repository() string {
+	ref, err := name.ParseReference(s.Critical.Identity.DockerReference)
+	if err != nil {
+		return s.Critical.Identity.DockerReference
+	}
+	return ref.Context().Name()
+}
+
+// signatures runs `cosign verify` with key on the image at, and returns the
+// signatures that verified.
+func (k keyring) signatures(ctx context.Context, key string, at name.Digest, args ...string) ([]signature, error) {
+	out, err := cosignVerify(ctx, k.cosign, "verify", key, slices.Concat(k.flags, args, []string{at.String()})...)
+	if err != nil {
+		return nil, err
+	}
+	var sigs []signature
+	if err := json.Unmarshal(out, &sigs); err != nil {
+		return nil, fmt.Errorf("reading cosign's verified signatures: %w", err)
+	}
+	return sigs, nil
+}
+
+// unverified says why no signature by key verified as tag's: cosign's own
+// error does not say what the image was signed for.
+func (k keyring) unverified(ctx context.Context, key string, tag name.Tag, at name.Digest) string {
+	sigs, err := k.signatures(ctx, key, at)
+	if err != nil {
+		return fmt.Sprintf("no signature verifies with the key %s (signed by another key?): %v", key, err)
+	}
+	repo := tag.Context().Name()
+	here := slices.DeleteFunc(slices.Clone(sigs), func(s signature) bool { return s.repository() != repo })
+	if len(here) == 0 {
+		return copied(sigs, repo)
+	}
+	return fmt.Sprintf("it was signed as tag %s, not %s: the tag was moved to another image", strings.Join(tagsOf(here), ", "), tag.TagStr())
+}
+
+// copied is the refusal of signatures made for other repositories than repo.
+func copied(sigs []signature, repo string) string {
+	var repos []string
+	for _, s := range sigs {
+		if !slices.Contains(repos, s.repository()) {
+			repos = append(repos, s.repository())
+		}
+	}
+	return fmt.Sprintf("it was signed for the repository %s, not %s: it was copied from another repository", strings.Join(repos, ", "), repo)
+}
+
+// tagsOf lists the tags the signatures were made for, once each; "(none)"
+// stands for a signature without one.
+func tagsOf(sigs []signature) []string {
+	var tags []string
+	for _, s := range sigs {
+		t, ok := s.Optional["tag"].(string)
+		if !ok {
+			t = "(none)"
+		}
+		if !slices.Contains(tags, t) {
+			tags = append(tags, t)
+		}
+	}
+	return tags
+}
+
+// attached says whether cosign's tag for the digest with suffix (".sig" for
+// its signatures, ".att" for its attestations) exists.
+func attached(at name.Digest, suffix string, opts []remote.Option) (bool, error) {
+	desc, err := head(at.Context().Tag(strings.Replace(at.DigestStr(), ":", "-", 1)+suffix), opts)
+	return desc != nil, err
+}
+
+// head is what the registry says tag names, or nil when the tag does not exist.
+func head(tag name.Tag, opts []remote.Option) (*v1.Descriptor, error) {
+	desc, err := remote.Head(tag, opts...)
 	var terr *transport.Error
 	if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
-		return false, nil
+		return nil, nil
 	}
-	return err == nil, err
+	return desc, err
 }
 
 // cosignVerify runs `cosign verify` or `cosign verify-attestation` with a key
