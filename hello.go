@@ -5,14 +5,15 @@
 //
 //	/          Hello, World!
 //	/{name}    Hello, {name}!  (the percent-decoded path segment: /a%2Fb greets a/b)
-//	/healthz   ok, while the process runs (liveness)
-//	/readyz    ok while serving; 503 from the moment shutdown begins (readiness)
+//	/healthz      ok, while the process runs (liveness)
+//	/readyz       ok while serving; 503 from the moment shutdown begins (readiness)
+//	/favicon.ico  404, as is /robots.txt: a browser's or a crawler's, not a name
 //
 // The query string is ignored. A name that is not valid UTF-8, holds a control
 // character or a bidirectional override (U+202A-U+202E, U+2066-U+2069) or is
 // longer than 256 bytes is answered 400; more than one path segment is 404;
-// any other method is 405. The two names healthz and readyz are reserved:
-// nobody called that can be greeted.
+// any other method is 405. The names healthz, readyz, favicon.ico and
+// robots.txt are reserved: nobody called that can be greeted.
 //
 // `hello -h` lists the flags and $PORT. On SIGTERM or SIGINT it answers /readyz
 // with 503 for -shutdown-delay, then drains for -shutdown-timeout; a second
@@ -259,6 +260,8 @@ func (g *greeter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		text(w, http.StatusOK, "ok\n")
+	case "/favicon.ico", "/robots.txt": // every browser visit asks for the one, crawlers for the other
+		http.Error(w, "not found: hello serves greetings, not files", http.StatusNotFound)
 	default:
 		g.greet(w, r)
 	}

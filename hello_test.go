@@ -78,6 +78,8 @@ var greetTests = []struct {
 	{"trailing slash", "GET", "/a/", 404, "not found"},
 	{"empty segments", "GET", "//", 404, "not found"},
 	{"two segments, one escaped slash", "GET", "/a%2Fb/c", 404, "not found"},
+	{"favicon", "GET", "/favicon.ico", 404, "not found: hello serves greetings, not files"},
+	{"robots.txt", "GET", "/robots.txt", 404, "not found: hello serves greetings, not files"},
 	{"healthz", "GET", "/healthz", 200, "ok\n"},
 	{"readyz", "GET", "/readyz", 200, "ok\n"},
 	{"healthz head", "HEAD", "/healthz", 200, "ok\n"},
