@@ -195,11 +195,66 @@ func FuzzGreet(f *testing.F) {
 	})
 }
 
+// TestLogBufferDrops: lines that do not fit the buffer, or that a failed
+// write lost, are counted, and the count is written once stdout takes
+// lines again; every line is either written or counted.
+func TestLogBufferDrops(t *testing.T) {
+	w := &failingWriter{}
+	logBuf := newLogBuffer(w)
+	logs := slog.New(slog.NewJSONHandler(logBuf, nil))
+	pad := strings.Repeat("x", 1000)
+	const lines = logBufferSize/1000 + 100 // more than the buffer holds
+	for i := range lines {
+		logs.Info("line", "i", i, "pad", pad)
+	}
+	w.fail = true
+	logBuf.flush() // all lost
+	w.fail = false
+	logs.Info("after")
+	logBuf.flush()
+	var written, dropped int
+	for _, l := range strings.SplitAfter(strings.TrimSuffix(w.b.String(), "\n"), "\n") {
+		var rec struct {
+			Msg     string
+			Dropped int
+		}
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		switch rec.Msg {
+		case "log lines dropped":
+			dropped += rec.Dropped
+		default:
+			written++
+		}
+	}
+	if written != 1 || dropped != lines {
+		t.Errorf("%d lines, then a failed write, then one more: %d written and %d counted as dropped; want 1 and %d", lines+1, written, dropped, lines)
+	}
+}
+
+// failingWriter fails every Write while fail is set.
+type failingWriter struct {
+	fail bool
+	b    bytes.Buffer
+}
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if w.fail {
+		return 0, errors.New("no space left on device")
+	}
+	return w.b.Write(p)
+}
+
 func BenchmarkGreet(b *testing.B) { benchmark(b, &greeter{}) }
 
-// BenchmarkGreetAccessLog is BenchmarkGreet with -access-log on.
+// BenchmarkGreetAccessLog is BenchmarkGreet with -access-log on: the line
+// is formatted, escaped and buffered, and written in batches to io.Discard.
 func BenchmarkGreetAccessLog(b *testing.B) {
-	benchmark(b, logRequests(slog.New(slog.NewJSONHandler(io.Discard, nil)), &greeter{}))
+	logBuf := newLogBuffer(io.Discard)
+	done := logBuf.start()
+	defer done(context.Background(), time.Second)
+	benchmark(b, logRequests(slog.New(slog.NewJSONHandler(logBuf, nil)), &greeter{}))
 }
 
 // benchmark serves GET /TutorialHero to h, again and again.
@@ -945,6 +1000,219 @@ func TestRunAccessLog(t *testing.T) {
 	}
 }
 
+// greetMany sends n greetings of path from 8 keep-alive clients and fails
+// on the first that is not answered 200 within 5 s.
+func greetMany(t *testing.T, base, path string, n int) {
+	t.Helper()
+	tr := &http.Transport{MaxIdleConnsPerHost: 8}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: tr}
+	jobs := make(chan struct{})
+	failed := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range jobs {
+				resp, err := client.Get(base + path)
+				if err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					_ = resp.Body.Close() // read to its end already
+					if err == nil && resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				if ue := (*url.Error)(nil); errors.As(err, &ue) {
+					err = ue.Err // without the long URL
+				}
+				if err != nil {
+					select {
+					case failed <- err:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	var err error
+	for i := 0; i < n && err == nil; i++ {
+		select {
+		case jobs <- struct{}{}:
+		case err = <-failed:
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-failed:
+		default:
+		}
+	}
+	if err != nil {
+		t.Fatalf("GET %.40q among %d greetings: %v, want 200 within 5 s", path, n, err)
+	}
+}
+
+// longTarget greets a 250-byte name with a 1 KB query: a long log line.
+var longTarget = "/" + strings.Repeat("n", 250) + "?pad=" + strings.Repeat("x", 1000)
+
+// startStalled runs the server with stdout a real pipe, reads the banner
+// from it and then reads nothing, as a stalled log reader (a container
+// runtime whose log backend is slow) does, until out.resume.
+func startStalled(t *testing.T, args ...string) (*server, *pipeOut) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() }) // after run has returned: the cleanups run last first
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &server{out: &syncBuffer{}, stop: cancel, done: make(chan error, 1)}
+	go func() {
+		err := run(ctx, args, mapenv(nil), w, io.Discard)
+		_ = w.Close() // the reader sees the end; a write still blocked in the pipe fails
+		s.done <- err
+	}()
+	t.Cleanup(func() { _ = s.wait(t) }) // a test that cares checks run's error itself
+	out := &pipeOut{r: bufio.NewReader(r), s: s, copied: make(chan struct{})}
+	banner := make(chan string, 1)
+	go func() { l, _ := out.r.ReadString('\n'); banner <- l }()
+	select {
+	case l := <-banner:
+		m := bannerRE.FindStringSubmatch(l)
+		if m == nil {
+			t.Fatalf("run(%q) printed %q first, want the banner", args, l)
+		}
+		s.addr = "127.0.0.1:" + m[1]
+		s.url = "http://" + s.addr
+		_, _ = s.out.Write([]byte(l)) // s.out holds all of stdout
+	case err := <-s.done:
+		t.Fatalf("run(%q) = %v before printing the banner", args, err)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("run(%q) printed no banner in 10 s", args)
+	}
+	return s, out
+}
+
+// pipeOut is the reading end of a server's stdout pipe.
+type pipeOut struct {
+	r      *bufio.Reader
+	s      *server
+	copied chan struct{} // closed when the pipe has been read to its end
+}
+
+// resume reads the rest of stdout into s.out.
+func (p *pipeOut) resume() {
+	go func() {
+		_, _ = io.Copy(p.s.out, p.r) // ends when run has returned and its end is closed
+		close(p.copied)
+	}()
+}
+
+// wait stops the server as SIGTERM would, returns run's error and waits
+// until s.out holds all that run wrote.
+func (p *pipeOut) wait(t *testing.T) error {
+	t.Helper()
+	err := p.s.wait(t)
+	select {
+	case <-p.copied:
+	case <-time.After(5 * time.Second):
+		t.Fatal("stdout not read to its end 5 s after run returned")
+	}
+	return err
+}
+
+// TestRunLogStalled: with stdout a pipe nobody reads, hello still greets,
+// answers its probes and -healthcheck, and once the reader resumes it says
+// how many lines it dropped: every greeting is either logged or counted.
+func TestRunLogStalled(t *testing.T) {
+	t.Parallel()
+	s, stdout := startStalled(t, "-addr", "127.0.0.1:0", "-access-log")
+	// 6,000 lines of more than 400 bytes: more than the pipe (64 KiB), the
+	// batch being written and the log's buffer (1 MiB each) together hold.
+	const greetings = 6000
+	greetMany(t, s.url, longTarget, greetings)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if resp, _ := get(t, s.url+path); resp.StatusCode != 200 {
+			t.Errorf("GET %s with stdout unread = %d, want 200", path, resp.StatusCode)
+		}
+	}
+	_, port, _ := net.SplitHostPort(s.addr)
+	if err := run(context.Background(), []string{"-healthcheck", "-addr", ":" + port}, mapenv(nil), io.Discard, io.Discard); err != nil {
+		t.Errorf("-healthcheck with stdout unread = %v, want nil", err)
+	}
+	stdout.resume()
+	if !eventually(func() bool { return strings.Contains(s.out.String(), `"msg":"log lines dropped"`) }) {
+		t.Errorf("5 s after the reader resumed, no line says how many lines were dropped")
+	}
+	if err := stdout.wait(t); err != nil {
+		t.Fatalf("run after SIGTERM = %v, want nil", err)
+	}
+	var requests, dropped int
+	for _, rec := range logRecords(t, s.out.String()) {
+		switch rec["msg"] {
+		case "request":
+			requests++
+		case "log lines dropped":
+			n, ok := rec["dropped"].(float64)
+			if !ok || n <= 0 {
+				t.Errorf("dropped-lines line: dropped = %v, want a count > 0", rec["dropped"])
+			}
+			dropped += int(n)
+		}
+	}
+	// The probes above are logged too: /healthz, /readyz and -healthcheck's /healthz.
+	if requests+dropped != greetings+3 || dropped == 0 {
+		t.Errorf("%d greetings and 3 probes: %d logged and %d counted as dropped; want them to add up, with some dropped", greetings, requests, dropped)
+	}
+}
+
+// TestRunLogStalledStop: a SIGTERM with stdout unread still stops hello:
+// the lines it could not write are lost, after a bounded wait.
+func TestRunLogStalledStop(t *testing.T) {
+	t.Parallel()
+	s, _ := startStalled(t, "-addr", "127.0.0.1:0", "-access-log")
+	greetMany(t, s.url, longTarget, 200) // more than 90 KB of lines: the pipe (64 KiB) is full
+	s.stop()
+	select {
+	case err := <-s.done:
+		s.done <- err // for the cleanup's wait
+		if err != nil {
+			t.Errorf("run after SIGTERM with stdout unread = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return 10 s after SIGTERM with stdout unread")
+	}
+}
+
+// TestRunCleanStop: lines still buffered when SIGTERM comes are written
+// before run returns, every one of them.
+func TestRunCleanStop(t *testing.T) {
+	t.Parallel()
+	s, stdout := startStalled(t, "-addr", "127.0.0.1:0", "-access-log")
+	const greetings = 500 // 500 lines of about 200 bytes: more than the pipe holds, less than the log's buffer
+	greetMany(t, s.url, "/CleanStop", greetings)
+	s.stop()
+	stdout.resume()
+	if err := stdout.wait(t); err != nil {
+		t.Fatalf("run after SIGTERM = %v, want nil", err)
+	}
+	var requests int
+	var msgs []string
+	for _, rec := range logRecords(t, s.out.String()) {
+		if rec["msg"] == "request" {
+			requests++
+			continue
+		}
+		msgs = append(msgs, fmt.Sprint(rec["msg"]))
+	}
+	if got, want := strings.Join(msgs, ","), "listening,shutdown begun,stopped"; requests != greetings || got != want {
+		t.Errorf("after %d greetings and SIGTERM: %d request lines and %s, want %d and %s", greetings, requests, got, greetings, want)
+	}
+}
+
 // logRecords checks that the first stdout line is the banner and each one
 // after it a JSON object with a time, and returns those objects.
 func logRecords(t *testing.T, out string) []map[string]any {
@@ -1052,6 +1320,38 @@ func TestBinary(t *testing.T) {
 		}
 		if err := cmd.Wait(); err != nil {
 			t.Errorf("hello after SIGTERM: %v, want exit 0", err)
+		}
+	})
+
+	// A stdout that nobody reads, as a stalled container runtime leaves
+	// it: the process writes the pipe itself, and a full pipe blocks it.
+	t.Run("SIGTERM with stdout unread", func(t *testing.T) {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-access-log") // #nosec G204 -- the binary this test built
+		cmd.Stdout = w
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cmd.Process.Kill()
+		_ = w.Close() // the process holds its own end
+		line, _ := bufio.NewReader(r).ReadString('\n')
+		m := bannerRE.FindStringSubmatch(line)
+		if m == nil {
+			t.Fatalf("first line %q, want the banner", line)
+		}
+		greetMany(t, "http://127.0.0.1:"+m[1], longTarget, 200) // more than 90 KB of lines: the pipe (64 KiB) is full
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if !exits(cmd, 10*time.Second) {
+			t.Fatal("hello still runs 10 s after SIGTERM with its stdout unread")
+		}
+		if code := cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("hello after SIGTERM with its stdout unread: exit %d, want 0", code)
 		}
 	})
 
