@@ -463,21 +463,53 @@ func (c *limitedConn) Close() error {
 	return c.TCPConn.Close()
 }
 
-// logRequests writes one JSON line per request: time, method, path, status,
-// bytes, duration (ns) and remote address.
+// logRequests writes one JSON line per request: time, method, target,
+// status, bytes, duration (ns) and remote address.
 func logRequests(logs *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
+		sent := rec.bytes
+		if r.Method == http.MethodHead {
+			sent = 0 // net/http takes a HEAD's body from the handler and sends none of it
+		}
 		logs.LogAttrs(r.Context(), slog.LevelInfo, "request",
-			slog.String("method", r.Method),
-			slog.String("path", r.URL.Path),
+			slog.String("method", r.Method), // a token: net/http answers 400 to anything else
+			slog.String("target", escapeTarget(r.RequestURI)),
 			slog.Int("status", rec.status),
-			slog.Int("bytes", rec.bytes),
+			slog.Int("bytes", sent),
 			slog.Duration("duration", time.Since(start)),
 			slog.String("remote", r.RemoteAddr))
 	})
+}
+
+// escapeTarget returns the request target as the client sent it, with every
+// byte outside printable ASCII percent-encoded, as nginx and Apache log the
+// request line. So the log tells /a%2Fb (greeted) from /a/b (404) and keeps
+// invalid UTF-8 as it came, no client byte reaches the line raw, and the
+// target can be pasted into curl to send the request again. A raw byte and
+// its escape log alike (/ü and /%C3%BC); hello answers them alike too.
+func escapeTarget(target string) string {
+	i := 0
+	for i < len(target) && '!' <= target[i] && target[i] <= '~' {
+		i++
+	}
+	if i == len(target) {
+		return target // the common case: nothing to escape, nothing allocated
+	}
+	const upperHex = "0123456789ABCDEF"
+	var b strings.Builder
+	b.Grow(len(target) + 2*(len(target)-i))
+	b.WriteString(target[:i])
+	for ; i < len(target); i++ {
+		if c := target[i]; '!' <= c && c <= '~' {
+			b.WriteByte(c)
+		} else {
+			b.Write([]byte{'%', upperHex[c>>4], upperHex[c&15]})
+		}
+	}
+	return b.String()
 }
 
 // recorder remembers the status and body size a handler wrote.

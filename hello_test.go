@@ -21,6 +21,7 @@ import (
 	"regexp"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -142,16 +143,31 @@ const bidiControls = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 
 // FuzzGreet checks invariants for any request target: the answer is 200, 400
 // or 404; a 200 greets exactly the decoded segment, which holds no control
-// and no bidirectional control; no header carries input.
+// and no bidirectional control; no header carries input. And for the access
+// log: one JSON line holding nothing a terminal acts on, bytes is what was sent, and the target it logs, sent
+// again, gets the same answer: two requests answered differently are never
+// logged alike.
 func FuzzGreet(f *testing.F) {
 	for _, tc := range greetTests {
 		f.Add(tc.target)
 	}
 	for _, s := range []string{"/%", "/%zz", "/%2", "*", "http://h/x", "/\xff", "/a\x00", "/%C0%80",
-		"/%E2%80%8F", "/%F4%90%80%80", "/%2F", "/%2F%2F", "/a%2F", "/healthz/", "/readyz%2F", "/%68ealthz"} {
+		"/%E2%80%8F", "/%F4%90%80%80", "/%2F", "/%2F%2F", "/a%2F", "/healthz/", "/readyz%2F", "/%68ealthz",
+		"/\u202egnp.exe", "/x?q=\u2066\u009b", "/a b", "/a#b", "/\u2028", "/x?\xc0"} {
 		f.Add(s)
 	}
-	h := &greeter{}
+	var out bytes.Buffer
+	logBuf := newLogBuffer(&out)
+	h := logRequests(slog.New(slog.NewJSONHandler(logBuf, nil)), &greeter{})
+	serve := func(target string, u *url.URL) (*httptest.ResponseRecorder, string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.URL, r.RequestURI = u, target
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		logBuf.flush()
+		defer out.Reset()
+		return w, out.String()
+	}
 	allowed := map[string]string{
 		"Content-Type":           textPlainUTF8,
 		"X-Content-Type-Options": "nosniff",
@@ -161,10 +177,7 @@ func FuzzGreet(f *testing.F) {
 		if err != nil {
 			return // net/http answers 400 before any handler runs: TestServerRejects
 		}
-		r := httptest.NewRequest("GET", "/", nil)
-		r.URL, r.RequestURI = u, target
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
+		w, line := serve(target, u)
 		body := w.Body.String()
 		switch w.Code {
 		case 200:
@@ -191,6 +204,32 @@ func FuzzGreet(f *testing.F) {
 			if len(vs) != 1 || allowed[k] != vs[0] {
 				t.Errorf("GET %q: header %s: %q is not one of the fixed values", target, k, vs)
 			}
+		}
+
+		var rec struct {
+			Target string
+			Status int
+			Bytes  int
+		}
+		if strings.Count(line, "\n") != 1 || !strings.HasSuffix(line, "\n") || json.Unmarshal([]byte(line), &rec) != nil {
+			t.Fatalf("GET %q logged %q, want one JSON line", target, line)
+		}
+		if i := strings.IndexFunc(strings.TrimSuffix(line, "\n"), unsafeForTerminal); i >= 0 || !utf8.ValidString(line) {
+			t.Errorf("GET %q logged %q: a character a terminal acts on at byte %d, or not UTF-8", target, line, i)
+		}
+		if rec.Status != w.Code || rec.Bytes != len(body) {
+			t.Errorf("GET %q = %d with %d bytes, logged status %d, bytes %d", target, w.Code, len(body), rec.Status, rec.Bytes)
+		}
+		if i := strings.IndexFunc(rec.Target, func(r rune) bool { return r < '!' || r > '~' }); i >= 0 {
+			t.Errorf("GET %q: logged target %q holds a byte outside printable ASCII at %d", target, rec.Target, i)
+		}
+		if again, err := url.ParseRequestURI(rec.Target); err == nil {
+			if w2, _ := serve(rec.Target, again); w2.Code != w.Code || w2.Body.String() != body {
+				t.Errorf("GET %q = %d %q, but its logged target %q = %d %q: logged alike, answered differently",
+					target, w.Code, body, rec.Target, w2.Code, w2.Body.String())
+			}
+		} else {
+			t.Errorf("GET %q: logged target %q does not parse (%v): it cannot be sent again", target, rec.Target, err)
 		}
 	})
 }
@@ -958,18 +997,36 @@ func TestRunDribbledHeaders(t *testing.T) {
 
 func TestRunAccessLog(t *testing.T) {
 	s := start(t, nil, "-addr", "127.0.0.1:0", "-access-log")
+	notFound := "not found: the name is a single path segment, like /TutorialHero\n"
 	want := []struct {
-		target, path string
-		status       int
-		body         string
+		method, target string
+		status         int
+		body           string // what is sent: nothing for a HEAD
+		logged         bool
 	}{
-		{"/Logged?q=1", "/Logged", 200, "Hello, Logged!\n"},
-		{"/a%00b", "/a\x00b", 400, "bad name: holds a control character\n"},
-		{"/a/b", "/a/b", 404, "not found: the name is a single path segment, like /TutorialHero\n"},
+		{"GET", "/Logged?q=1", 200, "Hello, Logged!\n", true},
+		{"HEAD", "/Logged", 200, "", true},
+		{"GET", "/a%00b", 400, "bad name: holds a control character\n", true},
+		{"GET", "/a/b", 404, notFound, true},
+		{"GET", "/a%2Fb", 200, "Hello, a/b!\n", true},
+		{"GET", "/favicon.ico", 404, "not found: hello serves greetings, not files\n", true},
+		{"GET", "/robots.txt", 404, "not found: hello serves greetings, not files\n", true},
+		{"POST", "/healthz", 405, "method not allowed: use GET or HEAD\n", true},
 	}
+	client := &http.Client{Timeout: 5 * time.Second}
 	for _, w := range want {
-		if resp, body := get(t, s.url+w.target); resp.StatusCode != w.status || body != w.body {
-			t.Fatalf("GET %q = %d %q, want %d %q", w.target, resp.StatusCode, body, w.status, w.body)
+		req, err := http.NewRequest(w.method, s.url+w.target, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %q: %v", w.method, w.target, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close() // read to its end already
+		if err != nil || resp.StatusCode != w.status || string(body) != w.body {
+			t.Fatalf("%s %q = %d %q (%v), want %d %q", w.method, w.target, resp.StatusCode, body, err, w.status, w.body)
 		}
 	}
 	if err := s.wait(t); err != nil {
@@ -981,23 +1038,97 @@ func TestRunAccessLog(t *testing.T) {
 			reqs = append(reqs, rec)
 		}
 	}
-	if len(reqs) != len(want) {
-		t.Fatalf("%d access log lines, want %d:\n%s", len(reqs), len(want), s.out.String())
-	}
+	var logged []int // indexes into want
 	for i, w := range want {
-		fields := map[string]any{"level": "INFO", "method": "GET", "path": w.path, "status": float64(w.status), "bytes": float64(len(w.body))}
+		if w.logged {
+			logged = append(logged, i)
+		}
+	}
+	if len(reqs) != len(logged) {
+		t.Fatalf("%d access log lines, want %d:\n%s", len(reqs), len(logged), s.out.String())
+	}
+	for i, j := range logged {
+		w := want[j]
+		fields := map[string]any{"level": "INFO", "method": w.method, "target": w.target, "status": float64(w.status), "bytes": float64(len(w.body))}
 		for k, v := range fields {
 			if reqs[i][k] != v {
-				t.Errorf("GET %q: access log %s = %v, want %v", w.target, k, reqs[i][k], v)
+				t.Errorf("%s %q: access log %s = %v, want %v", w.method, w.target, k, reqs[i][k], v)
 			}
 		}
 		if d, ok := reqs[i]["duration"].(float64); !ok || d <= 0 {
-			t.Errorf("GET %q: access log duration = %v, want nanoseconds > 0", w.target, reqs[i]["duration"])
+			t.Errorf("%s %q: access log duration = %v, want nanoseconds > 0", w.method, w.target, reqs[i]["duration"])
 		}
 		if r, _ := reqs[i]["remote"].(string); !strings.HasPrefix(r, "127.0.0.1:") {
-			t.Errorf("GET %q: access log remote = %q, want 127.0.0.1:port", w.target, r)
+			t.Errorf("%s %q: access log remote = %q, want 127.0.0.1:port", w.method, w.target, r)
 		}
 	}
+}
+
+// TestRunAccessLogHostile sends request targets byte for byte, over raw
+// connections: whatever the client sent, no log line holds a character
+// that reorders, recolours or splits what an operator reads, every line
+// after the banner is JSON, and the target is logged as sent, with the
+// bytes outside printable ASCII percent-encoded.
+func TestRunAccessLogHostile(t *testing.T) {
+	s := start(t, nil, "-addr", "127.0.0.1:0", "-access-log")
+	for _, tc := range []struct {
+		name, target string
+		status       int
+		logged       string // the target in the access log; "" when net/http answers before any handler
+	}{
+		{"escaped bidi override", "/%E2%80%AEgnp.exe", 400, "/%E2%80%AEgnp.exe"},
+		{"raw bidi override", "/\u202egnp.exe", 400, "/%E2%80%AEgnp.exe"},
+		{"raw bidi isolate in the query", "/x?q=\u2066", 200, "/x?q=%E2%81%A6"},
+		{"raw right-to-left letter", "/\u05d0", 200, "/%D7%90"},
+		{"raw CSI", "/\u009b31m", 400, "/%C2%9B31m"},
+		{"raw NEL in the query", "/x?\u0085", 200, "/x?%C2%85"},
+		{"raw line separator", "/\u2028", 200, "/%E2%80%A8"},
+		{"raw paragraph separator in the query", "/x?\u2029", 200, "/x?%E2%80%A9"},
+		{"raw invalid UTF-8", "/\xff", 400, "/%FF"},
+		{"raw invalid UTF-8 in the query", "/x?q=\xc0\xaf", 200, "/x?q=%C0%AF"},
+		{"escaped escape", "/%1B%5B31m", 400, "/%1B%5B31m"},
+		{"escaped escape in the query", "/x?%1B%5B2J", 200, "/x?%1B%5B2J"},
+		{"escaped slash", "/a%2Fb", 200, "/a%2Fb"},
+		{"two segments", "/a/b", 404, "/a/b"},
+		{"raw DEL", "/a\x7fb", 400, ""},
+		{"raw escape", "/\x1b[31m", 400, ""},
+		{"raw tab", "/a\tb", 400, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := roundTrip(t, s.addr, "GET "+tc.target+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+			if resp.StatusCode != tc.status {
+				t.Errorf("GET %q = %d, want %d", tc.target, resp.StatusCode, tc.status)
+			}
+		})
+	}
+	if err := s.wait(t); err != nil {
+		t.Fatalf("run after SIGTERM = %v, want nil", err)
+	}
+	out := s.out.String()
+	for _, l := range strings.SplitAfter(out, "\n") {
+		if i := strings.IndexFunc(strings.TrimSuffix(l, "\n"), unsafeForTerminal); i >= 0 || !utf8.ValidString(l) {
+			t.Errorf("log line %q holds a character that reorders, recolours or splits a terminal's line (at byte %d), or is not UTF-8", l, i)
+		}
+	}
+	var targets []string
+	for _, rec := range logRecords(t, out) {
+		if rec["msg"] == "request" {
+			targets = append(targets, fmt.Sprint(rec["target"]))
+		}
+	}
+	want := []string{"/%E2%80%AEgnp.exe", "/%E2%80%AEgnp.exe", "/x?q=%E2%81%A6", "/%D7%90", "/%C2%9B31m", "/x?%C2%85", "/%E2%80%A8",
+		"/x?%E2%80%A9", "/%FF", "/x?q=%C0%AF", "/%1B%5B31m", "/x?%1B%5B2J", "/a%2Fb", "/a/b"}
+	if !slices.Equal(targets, want) {
+		t.Errorf("logged targets:\n%q\nwant:\n%q", targets, want)
+	}
+}
+
+// unsafeForTerminal is true for what must never reach a log line raw: C0
+// and C1 controls and DEL (escape sequences, CSI, line breaks), the
+// bidirectional controls (Trojan Source reordering), the line and
+// paragraph separators, and U+FFFD, which stands for invalid UTF-8.
+func unsafeForTerminal(r rune) bool {
+	return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || r == '\u2028' || r == '\u2029' || r == utf8.RuneError
 }
 
 // greetMany sends n greetings of path from 8 keep-alive clients and fails
