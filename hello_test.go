@@ -234,6 +234,78 @@ func FuzzGreet(f *testing.F) {
 	})
 }
 
+// TestLogBufferEscapes: whatever a log line holds, from slog or from
+// net/http's log.Logger, it reaches stdout with every character a terminal
+// acts on escaped, and reads back as the same JSON.
+func TestLogBufferEscapes(t *testing.T) {
+	var out bytes.Buffer
+	logBuf := newLogBuffer(&out)
+	logs := slog.New(slog.NewJSONHandler(logBuf, nil))
+	errorLog := slog.NewLogLogger(logs.Handler(), slog.LevelWarn) // what run gives net/http
+	for _, tc := range []struct {
+		name, s string
+		shown   bool // nothing to escape: the line shows s as it is
+	}{
+		{"bidi override", "\u202egnp.exe", false},
+		{"every bidi control", bidiControls + "\u200e\u200f\u061c", false},
+		{"escape sequence", "\x1b[31mred\x1b[0m", false},
+		{"CSI", "\u009b31m", false},
+		{"NEL", "a\u0085b", false},
+		{"DEL", "a\x7fb", false},
+		{"line breaks", "a\nb\rc\u2028d\u2029e", false},
+		{"NUL", "a\x00b", false},
+		{"invalid UTF-8", "a\xffb\xc0\xaf", false},
+		{"greeted runes stay", "J\u00fcrgen \u05d0 \U0001f469\u200d\U0001f4bb \u00a0", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs.Info(tc.s, "value", tc.s)
+			errorLog.Print(tc.s)
+			logBuf.flush()
+			lines := strings.SplitAfter(out.String(), "\n")
+			out.Reset()
+			if len(lines) != 3 || lines[2] != "" {
+				t.Fatalf("two log lines of %q came out as %q, want two lines", tc.s, lines)
+			}
+			want := strings.ToValidUTF8(tc.s, "\ufffd")
+			for _, l := range lines[:2] {
+				if i := strings.IndexFunc(strings.TrimSuffix(l, "\n"), unsafeForTerminal); i >= 0 || !utf8.ValidString(l) {
+					t.Errorf("log line %q: a character a terminal acts on at byte %d, or not UTF-8", l, i)
+				}
+				var rec map[string]any
+				if err := json.Unmarshal([]byte(l), &rec); err != nil || !strings.HasPrefix(fmt.Sprint(rec["msg"]), want) {
+					t.Errorf("log line %q: msg = %q (%v), want %q", l, rec["msg"], err, want)
+				}
+				if tc.shown && !strings.Contains(l, tc.s) {
+					t.Errorf("log line %q: want %q in it as it is, not escaped", l, tc.s)
+				}
+			}
+		})
+	}
+}
+
+// TestAppendEscapedEveryByte puts every byte value at every place of the
+// first 8-byte words of a line: the bytes from 0x7f on are escaped wherever
+// they stand (DEL as itself, a lone byte from 0x80 on as invalid UTF-8),
+// and the others are left as they are.
+func TestAppendEscapedEveryByte(t *testing.T) {
+	for c := range 256 {
+		for at := range 20 {
+			line := []byte(strings.Repeat("a", 24) + "\n")
+			line[at] = byte(c)
+			want := string(line)
+			switch {
+			case c == 0x7f:
+				want = want[:at] + `\u007f` + want[at+1:]
+			case c >= 0x80:
+				want = want[:at] + `\ufffd` + want[at+1:]
+			}
+			if got := string(appendEscaped(nil, line)); got != want {
+				t.Fatalf("appendEscaped(%q) = %q, want %q", line, got, want)
+			}
+		}
+	}
+}
+
 // TestLogBufferDrops: lines that do not fit the buffer, or that a failed
 // write lost, are counted, and the count is written once stdout takes
 // lines again; every line is either written or counted.
