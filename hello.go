@@ -465,12 +465,18 @@ func (c *limitedConn) Close() error {
 }
 
 // logRequests writes one JSON line per request: time, method, target,
-// status, bytes, duration (ns) and remote address.
+// status, bytes, duration (ns) and remote address. A probe answered 200 is
+// not logged: the Deployment's readiness probe alone would be 1,800 lines an
+// hour a pod, and the kubelet reports the probes that fail. Its other
+// answers are (/readyz's 503 while shutting down, a 405).
 func logRequests(logs *slog.Logger, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
 		next.ServeHTTP(rec, r)
+		if rec.status == http.StatusOK && (r.URL.Path == "/healthz" || r.URL.Path == "/readyz") {
+			return
+		}
 		sent := rec.bytes
 		if r.Method == http.MethodHead {
 			sent = 0 // net/http takes a HEAD's body from the handler and sends none of it
