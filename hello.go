@@ -129,7 +129,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logs := slog.New(slog.NewJSONHandler(logBuf, nil))
 	var handler http.Handler = h
 	if *accessLog {
-		handler = logRequests(logs, h)
+		handler = logRequests(logs.Handler(), h)
 	}
 	srv := &http.Server{
 		Handler:           handler,
@@ -469,7 +469,11 @@ func (c *limitedConn) Close() error {
 // not logged: the Deployment's readiness probe alone would be 1,800 lines an
 // hour a pod, and the kubelet reports the probes that fail. Its other
 // answers are (/readyz's 503 while shutting down, a 405).
-func logRequests(logs *slog.Logger, next http.Handler) http.Handler {
+//
+// It hands the record to the handler itself: slog.Logger's methods also
+// look up their caller for a source field hello does not log, which was
+// 40% of a line's cost (1.7 µs against 1.0).
+func logRequests(logs slog.Handler, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &recorder{ResponseWriter: w, status: http.StatusOK}
@@ -481,13 +485,16 @@ func logRequests(logs *slog.Logger, next http.Handler) http.Handler {
 		if r.Method == http.MethodHead {
 			sent = 0 // net/http takes a HEAD's body from the handler and sends none of it
 		}
-		logs.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		end := time.Now()
+		line := slog.NewRecord(end, slog.LevelInfo, "request", 0)
+		line.AddAttrs(
 			slog.String("method", r.Method), // a token: net/http answers 400 to anything else
 			slog.String("target", escapeTarget(r.RequestURI)),
 			slog.Int("status", rec.status),
 			slog.Int("bytes", sent),
-			slog.Duration("duration", time.Since(start)),
+			slog.Duration("duration", end.Sub(start)),
 			slog.String("remote", r.RemoteAddr))
+		_ = logs.Handle(r.Context(), line) // its only error would be logBuffer's, which has none
 	})
 }
 

@@ -159,7 +159,7 @@ func FuzzGreet(f *testing.F) {
 	}
 	var out bytes.Buffer
 	logBuf := newLogBuffer(&out)
-	h := logRequests(slog.New(slog.NewJSONHandler(logBuf, nil)), &greeter{})
+	h := logRequests(slog.NewJSONHandler(logBuf, nil), &greeter{})
 	serve := func(target string, u *url.URL) (*httptest.ResponseRecorder, string) {
 		r := httptest.NewRequest("GET", "/", nil)
 		r.URL, r.RequestURI = u, target
@@ -372,7 +372,7 @@ func BenchmarkGreetAccessLog(b *testing.B) {
 	logBuf := newLogBuffer(io.Discard)
 	done := logBuf.start()
 	defer done(context.Background(), time.Second)
-	benchmark(b, logRequests(slog.New(slog.NewJSONHandler(logBuf, nil)), &greeter{}))
+	benchmark(b, logRequests(slog.NewJSONHandler(logBuf, nil), &greeter{}))
 }
 
 // benchmark serves GET /TutorialHero to h, again and again.
