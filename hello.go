@@ -298,14 +298,16 @@ func (g *greeter) greet(w http.ResponseWriter, r *http.Request) {
 }
 
 // nameOf returns the decoded single path segment, and false when the path has
-// more than one segment. net/http has decoded u.Path already; u.RawPath is set
-// only when that decoding lost something, such as an escaped slash in /a%2Fb.
+// more than one segment. net/http has decoded u.Path already; u.RawPath, when
+// set, is the path as the client sent it, which tells an escaped slash
+// (/a%2Fb) from a separator. u.EscapedPath() would not: for a path that also
+// holds raw UTF-8 (/ü%2Fb) it re-escapes u.Path and loses the escaped slash.
 func nameOf(u *url.URL) (string, bool) {
-	name, ok := strings.CutPrefix(u.Path, "/")
 	if u.RawPath == "" {
+		name, ok := strings.CutPrefix(u.Path, "/")
 		return name, ok && !strings.Contains(name, "/")
 	}
-	seg, ok := strings.CutPrefix(u.EscapedPath(), "/")
+	seg, ok := strings.CutPrefix(u.RawPath, "/")
 	if !ok || strings.Contains(seg, "/") {
 		return "", false
 	}

@@ -154,7 +154,7 @@ func FuzzGreet(f *testing.F) {
 	}
 	for _, s := range []string{"/%", "/%zz", "/%2", "*", "http://h/x", "/\xff", "/a\x00", "/%C0%80",
 		"/%E2%80%8F", "/%F4%90%80%80", "/%2F", "/%2F%2F", "/a%2F", "/healthz/", "/readyz%2F", "/%68ealthz",
-		"/\u202egnp.exe", "/x?q=\u2066\u009b", "/a b", "/a#b", "/\u2028", "/x?\xc0"} {
+		"/\u202egnp.exe", "/x?q=\u2066\u009b", "/J\u00fcrgen%2Fx", "/\u00fc/%2F", "/a b", "/a#b", "/\u2028", "/x?\xc0"} {
 		f.Add(s)
 	}
 	var out bytes.Buffer
@@ -1171,6 +1171,8 @@ func TestRunAccessLogHostile(t *testing.T) {
 		{"escaped escape in the query", "/x?%1B%5B2J", 200, "/x?%1B%5B2J"},
 		{"escaped slash", "/a%2Fb", 200, "/a%2Fb"},
 		{"two segments", "/a/b", 404, "/a/b"},
+		{"raw UTF-8 and an escaped slash", "/J\u00fcrgen%2Fx", 200, "/J%C3%BCrgen%2Fx"},
+		{"escaped UTF-8 and an escaped slash", "/J%C3%BCrgen%2Fx", 200, "/J%C3%BCrgen%2Fx"},
 		{"raw DEL", "/a\x7fb", 400, ""},
 		{"raw escape", "/\x1b[31m", 400, ""},
 		{"raw tab", "/a\tb", 400, ""},
@@ -1198,7 +1200,7 @@ func TestRunAccessLogHostile(t *testing.T) {
 		}
 	}
 	want := []string{"/%E2%80%AEgnp.exe", "/%E2%80%AEgnp.exe", "/x?q=%E2%81%A6", "/%D7%90", "/%C2%9B31m", "/x?%C2%85", "/%E2%80%A8",
-		"/x?%E2%80%A9", "/%FF", "/x?q=%C0%AF", "/%1B%5B31m", "/x?%1B%5B2J", "/a%2Fb", "/a/b"}
+		"/x?%E2%80%A9", "/%FF", "/x?q=%C0%AF", "/%1B%5B31m", "/x?%1B%5B2J", "/a%2Fb", "/a/b", "/J%C3%BCrgen%2Fx", "/J%C3%BCrgen%2Fx"}
 	if !slices.Equal(targets, want) {
 		t.Errorf("logged targets:\n%q\nwant:\n%q", targets, want)
 	}
