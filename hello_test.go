@@ -81,6 +81,8 @@ var greetTests = []struct {
 	{"trailing slash", "GET", "/a/", 404, "not found"},
 	{"empty segments", "GET", "//", 404, "not found"},
 	{"two segments, one escaped slash", "GET", "/a%2Fb/c", 404, "not found"},
+	{"favicon", "GET", "/favicon.ico", 404, "not found: hello serves greetings, not files"},
+	{"robots.txt", "GET", "/robots.txt", 404, "not found: hello serves greetings, not files"},
 	{"healthz", "GET", "/healthz", 200, "ok\n"},
 	{"readyz", "GET", "/readyz", 200, "ok\n"},
 	{"healthz head", "HEAD", "/healthz", 200, "ok\n"},
@@ -143,16 +145,32 @@ const bidiControls = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 
 // FuzzGreet checks invariants for any request target: the answer is 200, 400
 // or 404; a 200 greets exactly the decoded segment, which holds no control
-// and no bidirectional control; no header carries input.
+// and no bidirectional control; no header carries input. And for the access
+// log: one JSON line (none for a probe answered 200) holding nothing a
+// terminal acts on, bytes is what was sent, and the target it logs, sent
+// again, gets the same answer: two requests answered differently are never
+// logged alike.
 func FuzzGreet(f *testing.F) {
 	for _, tc := range greetTests {
 		f.Add(tc.target)
 	}
 	for _, s := range []string{"/%", "/%zz", "/%2", "*", "http://h/x", "/\xff", "/a\x00", "/%C0%80",
-		"/%E2%80%8F", "/%F4%90%80%80", "/%2F", "/%2F%2F", "/a%2F", "/healthz/", "/readyz%2F", "/%68ealthz"} {
+		"/%E2%80%8F", "/%F4%90%80%80", "/%2F", "/%2F%2F", "/a%2F", "/healthz/", "/readyz%2F", "/%68ealthz",
+		"/\u202egnp.exe", "/x?q=\u2066\u009b", "/J\u00fcrgen%2Fx", "/\u00fc/%2F", "/a b", "/a#b", "/\u2028", "/x?\xc0"} {
 		f.Add(s)
 	}
-	h := &greeter{}
+	var out bytes.Buffer
+	logBuf := newLogBuffer(&out)
+	h := logRequests(slog.NewJSONHandler(logBuf, nil), &greeter{})
+	serve := func(target string, u *url.URL) (*httptest.ResponseRecorder, string) {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.URL, r.RequestURI = u, target
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		logBuf.flush()
+		defer out.Reset()
+		return w, out.String()
+	}
 	allowed := map[string]string{
 		"Content-Type":           textPlainUTF8,
 		"X-Content-Type-Options": "nosniff",
@@ -162,10 +180,7 @@ func FuzzGreet(f *testing.F) {
 		if err != nil {
 			return // net/http answers 400 before any handler runs: TestServerRejects
 		}
-		r := httptest.NewRequest("GET", "/", nil)
-		r.URL, r.RequestURI = u, target
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, r)
+		w, line := serve(target, u)
 		body := w.Body.String()
 		switch w.Code {
 		case 200:
@@ -193,14 +208,173 @@ func FuzzGreet(f *testing.F) {
 				t.Errorf("GET %q: header %s: %q is not one of the fixed values", target, k, vs)
 			}
 		}
+
+		if w.Code == 200 && (u.Path == "/healthz" || u.Path == "/readyz") {
+			if line != "" {
+				t.Errorf("GET %q = 200, a probe, logged %q; want no line", target, line)
+			}
+			return
+		}
+		var rec struct {
+			Target string
+			Status int
+			Bytes  int
+		}
+		if strings.Count(line, "\n") != 1 || !strings.HasSuffix(line, "\n") || json.Unmarshal([]byte(line), &rec) != nil {
+			t.Fatalf("GET %q logged %q, want one JSON line", target, line)
+		}
+		if i := strings.IndexFunc(strings.TrimSuffix(line, "\n"), unsafeForTerminal); i >= 0 || !utf8.ValidString(line) {
+			t.Errorf("GET %q logged %q: a character a terminal acts on at byte %d, or not UTF-8", target, line, i)
+		}
+		if rec.Status != w.Code || rec.Bytes != len(body) {
+			t.Errorf("GET %q = %d with %d bytes, logged status %d, bytes %d", target, w.Code, len(body), rec.Status, rec.Bytes)
+		}
+		if i := strings.IndexFunc(rec.Target, func(r rune) bool { return r < '!' || r > '~' }); i >= 0 {
+			t.Errorf("GET %q: logged target %q holds a byte outside printable ASCII at %d", target, rec.Target, i)
+		}
+		if again, err := url.ParseRequestURI(rec.Target); err == nil {
+			if w2, _ := serve(rec.Target, again); w2.Code != w.Code || w2.Body.String() != body {
+				t.Errorf("GET %q = %d %q, but its logged target %q = %d %q: logged alike, answered differently",
+					target, w.Code, body, rec.Target, w2.Code, w2.Body.String())
+			}
+		} else {
+			t.Errorf("GET %q: logged target %q does not parse (%v): it cannot be sent again", target, rec.Target, err)
+		}
 	})
+}
+
+// TestLogBufferEscapes: whatever a log line holds, from slog or from
+// net/http's log.Logger, it reaches stdout with every character a terminal
+// acts on escaped, and reads back as the same JSON.
+func TestLogBufferEscapes(t *testing.T) {
+	var out bytes.Buffer
+	logBuf := newLogBuffer(&out)
+	logs := slog.New(slog.NewJSONHandler(logBuf, nil))
+	errorLog := slog.NewLogLogger(logs.Handler(), slog.LevelWarn) // what run gives net/http
+	for _, tc := range []struct {
+		name, s string
+		shown   bool // nothing to escape: the line shows s as it is
+	}{
+		{"bidi override", "\u202egnp.exe", false},
+		{"every bidi control", bidiControls + "\u200e\u200f\u061c", false},
+		{"escape sequence", "\x1b[31mred\x1b[0m", false},
+		{"CSI", "\u009b31m", false},
+		{"NEL", "a\u0085b", false},
+		{"DEL", "a\x7fb", false},
+		{"line breaks", "a\nb\rc\u2028d\u2029e", false},
+		{"NUL", "a\x00b", false},
+		{"invalid UTF-8", "a\xffb\xc0\xaf", false},
+		{"greeted runes stay", "J\u00fcrgen \u05d0 \U0001f469\u200d\U0001f4bb \u00a0", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs.Info(tc.s, "value", tc.s)
+			errorLog.Print(tc.s)
+			logBuf.flush()
+			lines := strings.SplitAfter(out.String(), "\n")
+			out.Reset()
+			if len(lines) != 3 || lines[2] != "" {
+				t.Fatalf("two log lines of %q came out as %q, want two lines", tc.s, lines)
+			}
+			want := strings.ToValidUTF8(tc.s, "\ufffd")
+			for _, l := range lines[:2] {
+				if i := strings.IndexFunc(strings.TrimSuffix(l, "\n"), unsafeForTerminal); i >= 0 || !utf8.ValidString(l) {
+					t.Errorf("log line %q: a character a terminal acts on at byte %d, or not UTF-8", l, i)
+				}
+				var rec map[string]any
+				if err := json.Unmarshal([]byte(l), &rec); err != nil || !strings.HasPrefix(fmt.Sprint(rec["msg"]), want) {
+					t.Errorf("log line %q: msg = %q (%v), want %q", l, rec["msg"], err, want)
+				}
+				if tc.shown && !strings.Contains(l, tc.s) {
+					t.Errorf("log line %q: want %q in it as it is, not escaped", l, tc.s)
+				}
+			}
+		})
+	}
+}
+
+// TestAppendEscapedEveryByte puts every byte value at every place of the
+// first 8-byte words of a line: the bytes from 0x7f on are escaped wherever
+// they stand (DEL as itself, a lone byte from 0x80 on as invalid UTF-8),
+// and the others are left as they are.
+func TestAppendEscapedEveryByte(t *testing.T) {
+	for c := range 256 {
+		for at := range 20 {
+			line := []byte(strings.Repeat("a", 24) + "\n")
+			line[at] = byte(c)
+			want := string(line)
+			switch {
+			case c == 0x7f:
+				want = want[:at] + `\u007f` + want[at+1:]
+			case c >= 0x80:
+				want = want[:at] + `\ufffd` + want[at+1:]
+			}
+			if got := string(appendEscaped(nil, line)); got != want {
+				t.Fatalf("appendEscaped(%q) = %q, want %q", line, got, want)
+			}
+		}
+	}
+}
+
+// TestLogBufferDrops: lines that do not fit the buffer, or that a failed
+// write lost, are counted, and the count is written once stdout takes
+// lines again; every line is either written or counted.
+func TestLogBufferDrops(t *testing.T) {
+	w := &failingWriter{}
+	logBuf := newLogBuffer(w)
+	logs := slog.New(slog.NewJSONHandler(logBuf, nil))
+	pad := strings.Repeat("x", 1000)
+	const lines = logBufferSize/1000 + 100 // more than the buffer holds
+	for i := range lines {
+		logs.Info("line", "i", i, "pad", pad)
+	}
+	w.fail = true
+	logBuf.flush() // all lost
+	w.fail = false
+	logs.Info("after")
+	logBuf.flush()
+	var written, dropped int
+	for _, l := range strings.SplitAfter(strings.TrimSuffix(w.b.String(), "\n"), "\n") {
+		var rec struct {
+			Msg     string
+			Dropped int
+		}
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("line %q: %v", l, err)
+		}
+		switch rec.Msg {
+		case "log lines dropped":
+			dropped += rec.Dropped
+		default:
+			written++
+		}
+	}
+	if written != 1 || dropped != lines {
+		t.Errorf("%d lines, then a failed write, then one more: %d written and %d counted as dropped; want 1 and %d", lines+1, written, dropped, lines)
+	}
+}
+
+// failingWriter fails every Write while fail is set.
+type failingWriter struct {
+	fail bool
+	b    bytes.Buffer
+}
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if w.fail {
+		return 0, errors.New("no space left on device")
+	}
+	return w.b.Write(p)
 }
 
 func BenchmarkGreet(b *testing.B) { benchmark(b, &greeter{}) }
 
-// BenchmarkGreetAccessLog is BenchmarkGreet with -access-log on.
+// BenchmarkGreetAccessLog is BenchmarkGreet with -access-log on: the line
+// is formatted, escaped and buffered, and written in batches to io.Discard.
 func BenchmarkGreetAccessLog(b *testing.B) {
-	benchmark(b, logRequests(slog.New(slog.NewJSONHandler(io.Discard, nil)), &greeter{}))
+	logBuf := newLogBuffer(io.Discard)
+	done := logBuf.start()
+	defer done(context.Background(), time.Second)
+	benchmark(b, logRequests(slog.NewJSONHandler(logBuf, nil), &greeter{}))
 }
 
 // benchmark serves GET /TutorialHero to h, again and again.
@@ -993,18 +1167,38 @@ func TestRunDribbledHeaders(t *testing.T) {
 
 func TestRunAccessLog(t *testing.T) {
 	s := start(t, nil, "-addr", "127.0.0.1:0", "-access-log")
+	notFound := "not found: the name is a single path segment, like /TutorialHero\n"
 	want := []struct {
-		target, path string
-		status       int
-		body         string
+		method, target string
+		status         int
+		body           string // what is sent: nothing for a HEAD
+		logged         bool   // a probe answered 200 is not
 	}{
-		{"/Logged?q=1", "/Logged", 200, "Hello, Logged!\n"},
-		{"/a%00b", "/a\x00b", 400, "bad name: holds a control character\n"},
-		{"/a/b", "/a/b", 404, "not found: the name is a single path segment, like /TutorialHero\n"},
+		{"GET", "/Logged?q=1", 200, "Hello, Logged!\n", true},
+		{"HEAD", "/Logged", 200, "", true},
+		{"GET", "/a%00b", 400, "bad name: holds a control character\n", true},
+		{"GET", "/a/b", 404, notFound, true},
+		{"GET", "/a%2Fb", 200, "Hello, a/b!\n", true},
+		{"GET", "/favicon.ico", 404, "not found: hello serves greetings, not files\n", true},
+		{"GET", "/robots.txt", 404, "not found: hello serves greetings, not files\n", true},
+		{"GET", "/healthz", 200, "ok\n", false},
+		{"HEAD", "/readyz", 200, "", false},
+		{"POST", "/healthz", 405, "method not allowed: use GET or HEAD\n", true},
 	}
+	client := &http.Client{Timeout: 5 * time.Second}
 	for _, w := range want {
-		if resp, body := get(t, s.url+w.target); resp.StatusCode != w.status || body != w.body {
-			t.Fatalf("GET %q = %d %q, want %d %q", w.target, resp.StatusCode, body, w.status, w.body)
+		req, err := http.NewRequest(w.method, s.url+w.target, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s %q: %v", w.method, w.target, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close() // read to its end already
+		if err != nil || resp.StatusCode != w.status || string(body) != w.body {
+			t.Fatalf("%s %q = %d %q (%v), want %d %q", w.method, w.target, resp.StatusCode, body, err, w.status, w.body)
 		}
 	}
 	if err := s.wait(t); err != nil {
@@ -1016,22 +1210,310 @@ func TestRunAccessLog(t *testing.T) {
 			reqs = append(reqs, rec)
 		}
 	}
-	if len(reqs) != len(want) {
-		t.Fatalf("%d access log lines, want %d:\n%s", len(reqs), len(want), s.out.String())
-	}
+	var logged []int // indexes into want
 	for i, w := range want {
-		fields := map[string]any{"level": "INFO", "method": "GET", "path": w.path, "status": float64(w.status), "bytes": float64(len(w.body))}
+		if w.logged {
+			logged = append(logged, i)
+		}
+	}
+	if len(reqs) != len(logged) {
+		t.Fatalf("%d access log lines, want %d:\n%s", len(reqs), len(logged), s.out.String())
+	}
+	for i, j := range logged {
+		w := want[j]
+		fields := map[string]any{"level": "INFO", "method": w.method, "target": w.target, "status": float64(w.status), "bytes": float64(len(w.body))}
 		for k, v := range fields {
 			if reqs[i][k] != v {
-				t.Errorf("GET %q: access log %s = %v, want %v", w.target, k, reqs[i][k], v)
+				t.Errorf("%s %q: access log %s = %v, want %v", w.method, w.target, k, reqs[i][k], v)
 			}
 		}
 		if d, ok := reqs[i]["duration"].(float64); !ok || d <= 0 {
-			t.Errorf("GET %q: access log duration = %v, want nanoseconds > 0", w.target, reqs[i]["duration"])
+			t.Errorf("%s %q: access log duration = %v, want nanoseconds > 0", w.method, w.target, reqs[i]["duration"])
 		}
 		if r, _ := reqs[i]["remote"].(string); !strings.HasPrefix(r, "127.0.0.1:") {
-			t.Errorf("GET %q: access log remote = %q, want 127.0.0.1:port", w.target, r)
+			t.Errorf("%s %q: access log remote = %q, want 127.0.0.1:port", w.method, w.target, r)
 		}
+	}
+}
+
+// TestRunAccessLogHostile sends request targets byte for byte, over raw
+// connections: whatever the client sent, no log line holds a character
+// that reorders, recolours or splits what an operator reads, every line
+// after the banner is JSON, and the target is logged as sent, with the
+// bytes outside printable ASCII percent-encoded.
+func TestRunAccessLogHostile(t *testing.T) {
+	s := start(t, nil, "-addr", "127.0.0.1:0", "-access-log")
+	for _, tc := range []struct {
+		name, target string
+		status       int
+		logged       string // the target in the access log; "" when net/http answers before any handler
+	}{
+		{"escaped bidi override", "/%E2%80%AEgnp.exe", 400, "/%E2%80%AEgnp.exe"},
+		{"raw bidi override", "/\u202egnp.exe", 400, "/%E2%80%AEgnp.exe"},
+		{"raw bidi isolate in the query", "/x?q=\u2066", 200, "/x?q=%E2%81%A6"},
+		{"raw right-to-left letter", "/\u05d0", 200, "/%D7%90"},
+		{"raw CSI", "/\u009b31m", 400, "/%C2%9B31m"},
+		{"raw NEL in the query", "/x?\u0085", 200, "/x?%C2%85"},
+		{"raw line separator", "/\u2028", 200, "/%E2%80%A8"},
+		{"raw paragraph separator in the query", "/x?\u2029", 200, "/x?%E2%80%A9"},
+		{"raw invalid UTF-8", "/\xff", 400, "/%FF"},
+		{"raw invalid UTF-8 in the query", "/x?q=\xc0\xaf", 200, "/x?q=%C0%AF"},
+		{"escaped escape", "/%1B%5B31m", 400, "/%1B%5B31m"},
+		{"escaped escape in the query", "/x?%1B%5B2J", 200, "/x?%1B%5B2J"},
+		{"escaped slash", "/a%2Fb", 200, "/a%2Fb"},
+		{"two segments", "/a/b", 404, "/a/b"},
+		{"raw UTF-8 and an escaped slash", "/J\u00fcrgen%2Fx", 200, "/J%C3%BCrgen%2Fx"},
+		{"escaped UTF-8 and an escaped slash", "/J%C3%BCrgen%2Fx", 200, "/J%C3%BCrgen%2Fx"},
+		{"raw DEL", "/a\x7fb", 400, ""},
+		{"raw escape", "/\x1b[31m", 400, ""},
+		{"raw tab", "/a\tb", 400, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := roundTrip(t, s.addr, "GET "+tc.target+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+			if resp.StatusCode != tc.status {
+				t.Errorf("GET %q = %d, want %d", tc.target, resp.StatusCode, tc.status)
+			}
+		})
+	}
+	if err := s.wait(t); err != nil {
+		t.Fatalf("run after SIGTERM = %v, want nil", err)
+	}
+	out := s.out.String()
+	for _, l := range strings.SplitAfter(out, "\n") {
+		if i := strings.IndexFunc(strings.TrimSuffix(l, "\n"), unsafeForTerminal); i >= 0 || !utf8.ValidString(l) {
+			t.Errorf("log line %q holds a character that reorders, recolours or splits a terminal's line (at byte %d), or is not UTF-8", l, i)
+		}
+	}
+	var targets []string
+	for _, rec := range logRecords(t, out) {
+		if rec["msg"] == "request" {
+			targets = append(targets, fmt.Sprint(rec["target"]))
+		}
+	}
+	want := []string{"/%E2%80%AEgnp.exe", "/%E2%80%AEgnp.exe", "/x?q=%E2%81%A6", "/%D7%90", "/%C2%9B31m", "/x?%C2%85", "/%E2%80%A8",
+		"/x?%E2%80%A9", "/%FF", "/x?q=%C0%AF", "/%1B%5B31m", "/x?%1B%5B2J", "/a%2Fb", "/a/b", "/J%C3%BCrgen%2Fx", "/J%C3%BCrgen%2Fx"}
+	if !slices.Equal(targets, want) {
+		t.Errorf("logged targets:\n%q\nwant:\n%q", targets, want)
+	}
+}
+
+// unsafeForTerminal is true for what must never reach a log line raw: C0
+// and C1 controls and DEL (escape sequences, CSI, line breaks), the
+// bidirectional controls (Trojan Source reordering), the line and
+// paragraph separators, and U+FFFD, which stands for invalid UTF-8.
+func unsafeForTerminal(r rune) bool {
+	return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || r == '\u2028' || r == '\u2029' || r == utf8.RuneError
+}
+
+// greetMany sends n greetings of path from 8 keep-alive clients and fails
+// on the first that is not answered 200 within 5 s.
+func greetMany(t *testing.T, base, path string, n int) {
+	t.Helper()
+	tr := &http.Transport{MaxIdleConnsPerHost: 8}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Timeout: 5 * time.Second, Transport: tr}
+	jobs := make(chan struct{})
+	failed := make(chan error, 1)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range jobs {
+				resp, err := client.Get(base + path)
+				if err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					_ = resp.Body.Close() // read to its end already
+					if err == nil && resp.StatusCode != 200 {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				if ue := (*url.Error)(nil); errors.As(err, &ue) {
+					err = ue.Err // without the long URL
+				}
+				if err != nil {
+					select {
+					case failed <- err:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	var err error
+	for i := 0; i < n && err == nil; i++ {
+		select {
+		case jobs <- struct{}{}:
+		case err = <-failed:
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if err == nil {
+		select {
+		case err = <-failed:
+		default:
+		}
+	}
+	if err != nil {
+		t.Fatalf("GET %.40q among %d greetings: %v, want 200 within 5 s", path, n, err)
+	}
+}
+
+// longTarget greets a 250-byte name with a 1 KB query: a long log line.
+var longTarget = "/" + strings.Repeat("n", 250) + "?pad=" + strings.Repeat("x", 1000)
+
+// startStalled runs the server with stdout a real pipe, reads the banner
+// from it and then reads nothing, as a stalled log reader (a container
+// runtime whose log backend is slow) does, until out.resume.
+func startStalled(t *testing.T, args ...string) (*server, *pipeOut) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() }) // after run has returned: the cleanups run last first
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &server{out: &syncBuffer{}, stop: cancel, done: make(chan error, 1)}
+	go func() {
+		err := run(ctx, args, mapenv(nil), w, io.Discard)
+		_ = w.Close() // the reader sees the end; a write still blocked in the pipe fails
+		s.done <- err
+	}()
+	t.Cleanup(func() { _ = s.wait(t) }) // a test that cares checks run's error itself
+	out := &pipeOut{r: bufio.NewReader(r), s: s, copied: make(chan struct{})}
+	banner := make(chan string, 1)
+	go func() { l, _ := out.r.ReadString('\n'); banner <- l }()
+	select {
+	case l := <-banner:
+		m := bannerRE.FindStringSubmatch(l)
+		if m == nil {
+			t.Fatalf("run(%q) printed %q first, want the banner", args, l)
+		}
+		s.addr = "127.0.0.1:" + m[1]
+		s.url = "http://" + s.addr
+		_, _ = s.out.Write([]byte(l)) // s.out holds all of stdout
+	case err := <-s.done:
+		t.Fatalf("run(%q) = %v before printing the banner", args, err)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("run(%q) printed no banner in 10 s", args)
+	}
+	return s, out
+}
+
+// pipeOut is the reading end of a server's stdout pipe.
+type pipeOut struct {
+	r      *bufio.Reader
+	s      *server
+	copied chan struct{} // closed when the pipe has been read to its end
+}
+
+// resume reads the rest of stdout into s.out.
+func (p *pipeOut) resume() {
+	go func() {
+		_, _ = io.Copy(p.s.out, p.r) // ends when run has returned and its end is closed
+		close(p.copied)
+	}()
+}
+
+// wait stops the server as SIGTERM would, returns run's error and waits
+// until s.out holds all that run wrote.
+func (p *pipeOut) wait(t *testing.T) error {
+	t.Helper()
+	err := p.s.wait(t)
+	select {
+	case <-p.copied:
+	case <-time.After(5 * time.Second):
+		t.Fatal("stdout not read to its end 5 s after run returned")
+	}
+	return err
+}
+
+// TestRunLogStalled: with stdout a pipe nobody reads, hello still greets,
+// answers its probes and -healthcheck, and once the reader resumes it says
+// how many lines it dropped: every greeting is either logged or counted.
+func TestRunLogStalled(t *testing.T) {
+	t.Parallel()
+	s, stdout := startStalled(t, "-addr", "127.0.0.1:0", "-access-log")
+	// 6,000 lines of more than 400 bytes: more than the pipe (64 KiB), the
+	// batch being written and the log's buffer (1 MiB each) together hold.
+	const greetings = 6000
+	greetMany(t, s.url, longTarget, greetings)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if resp, _ := get(t, s.url+path); resp.StatusCode != 200 {
+			t.Errorf("GET %s with stdout unread = %d, want 200", path, resp.StatusCode)
+		}
+	}
+	_, port, _ := net.SplitHostPort(s.addr)
+	if err := run(context.Background(), []string{"-healthcheck", "-addr", ":" + port}, mapenv(nil), io.Discard, io.Discard); err != nil {
+		t.Errorf("-healthcheck with stdout unread = %v, want nil", err)
+	}
+	stdout.resume()
+	if !eventually(func() bool { return strings.Contains(s.out.String(), `"msg":"log lines dropped"`) }) {
+		t.Errorf("5 s after the reader resumed, no line says how many lines were dropped")
+	}
+	if err := stdout.wait(t); err != nil {
+		t.Fatalf("run after SIGTERM = %v, want nil", err)
+	}
+	var requests, dropped int
+	for _, rec := range logRecords(t, s.out.String()) {
+		switch rec["msg"] {
+		case "request":
+			requests++
+		case "log lines dropped":
+			n, ok := rec["dropped"].(float64)
+			if !ok || n <= 0 {
+				t.Errorf("dropped-lines line: dropped = %v, want a count > 0", rec["dropped"])
+			}
+			dropped += int(n)
+		}
+	}
+	if requests+dropped != greetings || dropped == 0 {
+		t.Errorf("%d greetings: %d logged and %d counted as dropped; want them to add up, with some dropped", greetings, requests, dropped)
+	}
+}
+
+// TestRunLogStalledStop: a SIGTERM with stdout unread still stops hello:
+// the lines it could not write are lost, after a bounded wait.
+func TestRunLogStalledStop(t *testing.T) {
+	t.Parallel()
+	s, _ := startStalled(t, "-addr", "127.0.0.1:0", "-access-log")
+	greetMany(t, s.url, longTarget, 200) // more than 90 KB of lines: the pipe (64 KiB) is full
+	s.stop()
+	select {
+	case err := <-s.done:
+		s.done <- err // for the cleanup's wait
+		if err != nil {
+			t.Errorf("run after SIGTERM with stdout unread = %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("run did not return 10 s after SIGTERM with stdout unread")
+	}
+}
+
+// TestRunCleanStop: lines still buffered when SIGTERM comes are written
+// before run returns, every one of them.
+func TestRunCleanStop(t *testing.T) {
+	t.Parallel()
+	s, stdout := startStalled(t, "-addr", "127.0.0.1:0", "-access-log")
+	const greetings = 500 // 500 lines of about 200 bytes: more than the pipe holds, less than the log's buffer
+	greetMany(t, s.url, "/CleanStop", greetings)
+	s.stop()
+	stdout.resume()
+	if err := stdout.wait(t); err != nil {
+		t.Fatalf("run after SIGTERM = %v, want nil", err)
+	}
+	var requests int
+	var msgs []string
+	for _, rec := range logRecords(t, s.out.String()) {
+		if rec["msg"] == "request" {
+			requests++
+			continue
+		}
+		msgs = append(msgs, fmt.Sprint(rec["msg"]))
+	}
+	if got, want := strings.Join(msgs, ","), "listening,shutdown begun,stopped"; requests != greetings || got != want {
+		t.Errorf("after %d greetings and SIGTERM: %d request lines and %s, want %d and %s", greetings, requests, got, greetings, want)
 	}
 }
 
@@ -1203,6 +1685,38 @@ func TestBinary(t *testing.T) {
 		}
 		if err := cmd.Wait(); err != nil {
 			t.Errorf("hello after SIGTERM: %v, want exit 0", err)
+		}
+	})
+
+	// A stdout that nobody reads, as a stalled container runtime leaves
+	// it: the process writes the pipe itself, and a full pipe blocks it.
+	t.Run("SIGTERM with stdout unread", func(t *testing.T) {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		cmd := exec.Command(bin, "-addr", "127.0.0.1:0", "-access-log") // #nosec G204 -- the binary this test built
+		cmd.Stdout = w
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cmd.Process.Kill()
+		_ = w.Close() // the process holds its own end
+		line, _ := bufio.NewReader(r).ReadString('\n')
+		m := bannerRE.FindStringSubmatch(line)
+		if m == nil {
+			t.Fatalf("first line %q, want the banner", line)
+		}
+		greetMany(t, "http://127.0.0.1:"+m[1], longTarget, 200) // more than 90 KB of lines: the pipe (64 KiB) is full
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if !exits(cmd, 10*time.Second) {
+			t.Fatal("hello still runs 10 s after SIGTERM with its stdout unread")
+		}
+		if code := cmd.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("hello after SIGTERM with its stdout unread: exit %d, want 0", code)
 		}
 	})
 

@@ -101,3 +101,13 @@ func TestMedian(t *testing.T) {
 		}
 	}
 }
+
+// TestMedians: the ratios are medians of per-round ratios, each round's
+// figures against the same round's, not ratios of the medians.
+func TestMedians(t *testing.T) {
+	hello, logged, floor := []float64{10, 20, 30}, []float64{11, 26, 30}, []float64{10, 10, 10}
+	v, ratio := medians([3][]float64{hello, logged, floor})
+	if v != [3]float64{20, 26, 10} || ratio != [3]float64{2, 2.6, 1.1} {
+		t.Errorf("medians = %v, ratios %v; want [20 26 10] and [2 2.6 1.1] (hello/floor, hello -access-log/floor, hello -access-log/hello)", v, ratio)
+	}
+}

@@ -13,6 +13,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -65,8 +66,10 @@ type proc struct {
 }
 
 // start runs s, behind wrap (taskset, valgrind) if given, with extra
-// environment variables. Its stdout and stderr go to /dev/null: the access
-// log's write is part of the cost measured.
+// environment variables. Its stdout is a pipe that this process reads and
+// discards, as a container runtime reads a container's: the access log's
+// writes, and the reader's wake-ups, are part of the cost measured. Its
+// stderr goes to /dev/null.
 func start(s server, wrap []string, env ...string) (*proc, error) {
 	addr, err := freeAddr()
 	if err != nil {
@@ -76,6 +79,7 @@ func start(s server, wrap []string, env ...string) (*proc, error) {
 	argv = append(argv, s.args(addr)...)
 	cmd := exec.Command(argv[0], argv[1:]...) // #nosec G204 -- bench exists to run the servers it measures
 	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout = io.Discard // os/exec makes the pipe and reads it
 	p := &proc{cmd: cmd, addr: addr, started: time.Now(), exited: make(chan error, 1)}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", s.name, err)
@@ -125,6 +129,12 @@ func (p *proc) kill() {
 
 // rss is the process's resident set in bytes, from /proc.
 func (p *proc) rss() (int64, error) { return vmRSS(p.cmd.Process.Pid) }
+
+// cpu is the CPU time, user and system, the process used from exec to its
+// end; call it after kill.
+func (p *proc) cpu() time.Duration {
+	return p.cmd.ProcessState.UserTime() + p.cmd.ProcessState.SystemTime()
+}
 
 // wrkResult holds the figures this program reads from wrk's report.
 type wrkResult struct {
