@@ -114,6 +114,7 @@ func TestE2E(t *testing.T) {
 		}
 		w.checkIngress(direct)
 	})
+	w.step("NetworkPolicy: hello's pods reach nothing, take their port only", w.checkNetworkPolicy)
 	w.step("rollout restart under load", func() {
 		w.underLoad(url, loadMaxTime, func() {
 			w.kubectlRun("rollout", "restart", "deployment/hello")
@@ -384,6 +385,18 @@ func (w *walk) kubectlArgs(args ...string) []string {
 func (w *walk) kubectlOut(args ...string) (string, error) {
 	out, err := exec.CommandContext(w.ctx, w.kubectl, w.kubectlArgs(args...)...).CombinedOutput() // #nosec G204 -- the suite's kubectl
 	return strings.TrimSpace(string(out)), err
+}
+
+// kubectlIn runs kubectl with stdin as its input, and fails the test if it fails.
+func (w *walk) kubectlIn(stdin string, args ...string) string {
+	w.t.Helper()
+	cmd := exec.CommandContext(w.ctx, w.kubectl, w.kubectlArgs(args...)...) // #nosec G204 -- the suite's kubectl
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		w.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 func (w *walk) kubectlRun(args ...string) string {
