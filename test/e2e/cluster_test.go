@@ -343,9 +343,13 @@ func (c *cluster) freeAddr(host string) string {
 
 // network puts the node IP on a bridge with no ports and routes the service
 // range into it: a packet to a Service address that kube-proxy does not
-// rewrite ends there instead of on the default route.
+// rewrite ends there instead of on the default route. The rest of ourRange
+// is unreachable, so that a packet to a pod or the node IP never takes the
+// default route either, not even while a killed run's k3s outlives its
+// bridges.
 func (c *cluster) network() {
 	for _, args := range [][]string{
+		{"route", "add", "unreachable", ourRange},
 		{"link", "add", nodeBridge, "type", "bridge"},
 		{"addr", "add", nodeIP + "/32", "dev", nodeBridge},
 		{"link", "set", nodeBridge, "up"},

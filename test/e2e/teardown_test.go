@@ -153,6 +153,12 @@ func teardown(logf func(string, ...any)) {
 		}
 	}
 
+	if guarded() {
+		if out, err := exec.Command("ip", "route", "del", "unreachable", ourRange).CombinedOutput(); err != nil { // #nosec G204 -- the fixed route network adds
+			logf("teardown: ip route del unreachable %s: %v: %s", ourRange, err, out)
+		}
+	}
+
 	// The chains of kube-proxy, the kubelet, the network policy controller
 	// and CNI go by name, then the policy controller's ipsets, which those
 	// chains used. Only a machine that runs no other Kubernetes gets here.
@@ -252,6 +258,9 @@ func leftovers() []string {
 			left = append(left, "link "+link)
 		}
 	}
+	if guarded() {
+		left = append(left, "route unreachable "+ourRange)
+	}
 	for _, family := range []string{"iptables", "ip6tables"} {
 		chains := kubernetesChains(family)
 		for _, ch := range chains {
@@ -295,7 +304,7 @@ func leftovers() []string {
 // iptables chains, ipsets, pod cgroups or a k3s's containerd state while no
 // trace of our cluster exists.
 func foreignKubernetes() string {
-	if _, err := os.Stat(stateDir); err == nil || linkExists(nodeBridge) {
+	if _, err := os.Stat(stateDir); err == nil || linkExists(nodeBridge) || guarded() {
 		return ""
 	}
 	if _, err := os.Stat(k3sRun); err == nil {
@@ -409,6 +418,12 @@ func mountsUnder(dir string) []string {
 
 func linkExists(name string) bool {
 	return exists("/sys/class/net/" + name)
+}
+
+// guarded says whether the route that makes ourRange unreachable is there.
+func guarded() bool {
+	out, _ := exec.Command("ip", "route", "show", "type", "unreachable", ourRange).Output() // #nosec G204 -- the fixed route network adds
+	return len(strings.TrimSpace(string(out))) > 0
 }
 
 // under says whether path is dir or in it.
