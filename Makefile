@@ -12,7 +12,7 @@ GOARCH   ?= amd64
 PORT     ?= 8080
 # Where go-build writes the binary.
 BIN      ?= hello
-# Where pinned tools (staticcheck, gosec, the test registry, Kubernetes) are installed.
+# Where pinned tools (staticcheck, gosec, the test registry, k3s) are installed.
 TOOLS    ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hello
 STATICCHECK_VERSION ?= v0.8.2
 GOSEC_VERSION ?= v2.30.0
@@ -286,15 +286,20 @@ KUBECTL      ?= kubectl
 # The cluster's ingress controller, for make e2e KUBECONFIG=...: its streams
 # go there (k3s: http://<node>:80). The built-in cluster runs its own Traefik.
 INGRESS_URL  ?=
-KNOBS += NAMESPACE KUBE_CONTEXT HOST KUBECTL INGRESS_URL
-
-# test/e2e/go.mod pins the Kubernetes release the e2e cluster is built from.
-KUBERNETES_VERSION := $(shell awk '$$1 == "require" && $$2 == "k8s.io/kubernetes" {print $$3}' test/e2e/go.mod)
-KUBE_BIN := $(TOOLS)/kubernetes-$(KUBERNETES_VERSION)
-KUBE_CMDS := kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
-KUBE_VERSION_PKGS := k8s.io/component-base/version k8s.io/client-go/pkg/version
-KUBE_LDFLAGS := -s -w $(foreach p,$(KUBE_VERSION_PKGS),-X $(p).gitVersion=$(KUBERNETES_VERSION) \
-	-X $(p).gitMajor=1 -X $(p).gitMinor=$(word 2,$(subst ., ,$(KUBERNETES_VERSION))) -X $(p).gitTreeState=clean)
+# The built-in e2e cluster is one k3s server (docs/kubernetes.md), built
+# from K3S_SOURCE, a `git archive` tarball of k3s checked against K3S_SHA256
+# (the default sits beside the repository: ../shared/k3s/README.md), or the
+# k3s binary K3S names. Its containerd config template comes from K3S_SOURCE
+# either way.
+K3S_SOURCE   ?= ../shared/k3s/k3s-151ca514.tar.gz
+K3S_SHA256   ?= d14e62147c090a0dc56b32575ce4de90e8fb3e65bf49b833b945255c1942104a
+K3S_DIR      := $(TOOLS)/k3s-$(K3S_SHA256)
+K3S_BIN      := $(K3S_DIR)/k3s
+K3S          ?= $(K3S_BIN)
+K3S_TEMPLATE := $(K3S_DIR)/config-v3.toml.tmpl
+KNOBS += NAMESPACE KUBE_CONTEXT HOST KUBECTL INGRESS_URL K3S_SOURCE K3S_SHA256 K3S
+# What make e2e needs built first: the pinned k3s, unless K3S names another.
+K3S_DEP = $(filter $(K3S_BIN),$(K3S))
 
 KUBECTL_CTX = $(KUBECTL)$(if $(KUBE_CONTEXT), --context $(KUBE_CONTEXT))
 
@@ -302,11 +307,6 @@ KUBECTL_CTX = $(KUBECTL)$(if $(KUBE_CONTEXT), --context $(KUBE_CONTEXT))
 # Ingress (docs/ingress.md says why that version).
 TRAEFIK_VERSION := $(shell awk '$$1 == "require" && $$2 == "github.com/traefik/traefik/v3" {print $$3}' test/e2e/traefik/go.mod)
 TRAEFIK_BIN := $(TOOLS)/traefik-$(TRAEFIK_VERSION)/traefik
-
-# test/e2e/metrics-server/go.mod pins the metrics-server the e2e cluster's
-# HorizontalPodAutoscaler reads CPU from (docs/kubernetes.md).
-METRICS_SERVER_VERSION := $(shell awk '$$1 == "require" && $$2 == "sigs.k8s.io/metrics-server" {print $$3}' test/e2e/metrics-server/go.mod)
-METRICS_SERVER_BIN := $(TOOLS)/metrics-server-$(METRICS_SERVER_VERSION)/metrics-server
 
 # A throwaway kustomize overlay on top of k8s/: the namespace, the image and the
 # host come from the knobs, so no file in the repo is edited per deployment.
@@ -373,24 +373,23 @@ cluster-check: kubectl-check
 # The e2e suite builds its own cluster unless KUBECONFIG names one; then
 # REGISTRY must be a registry that cluster pulls from, and HOST and
 # INGRESS_URL are the Ingress's host and the cluster's ingress controller.
-e2e: $(REGISTRY_BIN) $(COSIGN_BIN) $(CYCLONEDX) $(RELEASE) $(if $(KUBECONFIG),,$(KUBE_BIN)/kubelet $(TRAEFIK_BIN) $(METRICS_SERVER_BIN)) ## Build, push, deploy, serve, roll, autoscale and delete on a real cluster (built here unless KUBECONFIG is set)
-	cd test/e2e && KUBE_BIN=$(KUBE_BIN) REGISTRY_BIN=$(REGISTRY_BIN) TRAEFIK_BIN=$(TRAEFIK_BIN) METRICS_SERVER_BIN=$(METRICS_SERVER_BIN) \
+e2e: $(REGISTRY_BIN) $(COSIGN_BIN) $(CYCLONEDX) $(RELEASE) $(if $(KUBECONFIG),,$(K3S_DEP) $(K3S_TEMPLATE) $(TRAEFIK_BIN)) ## Build, push, deploy, serve, check the NetworkPolicy, roll, autoscale, delete on a real cluster (k3s, built here unless KUBECONFIG is set)
+	cd test/e2e && K3S=$(abspath $(K3S)) K3S_TEMPLATE=$(K3S_TEMPLATE) REGISTRY_BIN=$(REGISTRY_BIN) TRAEFIK_BIN=$(TRAEFIK_BIN) \
 		E2E_REGISTRY=$(if $(filter command environment,$(origin REGISTRY)),$(REGISTRY)) E2E_KUBECTL=$(KUBECTL) \
 		E2E_HOST=$(if $(filter command environment,$(origin HOST)),$(HOST)) E2E_INGRESS_URL=$(INGRESS_URL) \
-		go test -count=1 -v -timeout 20m .
+		go test -count=1 -v -timeout 30m .
 
-# One go build for all commands: they share most packages. ~10 min cold on 2 cores.
-$(KUBE_BIN)/kubelet: test/e2e/go.mod test/e2e/go.sum
-	cd test/e2e && CGO_ENABLED=0 go build -trimpath -ldflags '$(KUBE_LDFLAGS)' -o $(@D)/ $(addprefix k8s.io/kubernetes/cmd/,$(KUBE_CMDS))
+# k3s and its containerd shim, from the unpacked source with k3s's own
+# go.mod (test/e2e/k3s/build says why), as k3s's scripts/build does.
+$(K3S_BIN): test/e2e/k3s/build
+	@echo "k3s: building $(K3S_SOURCE) once into $(@D); later runs reuse it"
+	test/e2e/k3s/build $(K3S_SOURCE) $(K3S_SHA256) $(@D)
 
-# ~6 min cold on 2 cores.
+$(K3S_TEMPLATE): test/e2e/k3s/template test/e2e/k3s/containerd-template.diff
+	test/e2e/k3s/template $(K3S_SOURCE) $(K3S_SHA256) $@
+
 $(TRAEFIK_BIN): test/e2e/traefik/go.mod test/e2e/traefik/go.sum
+	@echo "traefik: building $(TRAEFIK_VERSION) once into $(@D); later runs reuse it"
 	cd test/e2e/traefik && CGO_ENABLED=0 go build -trimpath \
 		-ldflags '-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$(TRAEFIK_VERSION)' \
 		-o $@ github.com/traefik/traefik/v3/cmd/traefik
-
-# ~2.5 min cold on 2 cores (the cold CI run of 2026-11-30).
-$(METRICS_SERVER_BIN): test/e2e/metrics-server/go.mod test/e2e/metrics-server/go.sum
-	cd test/e2e/metrics-server && CGO_ENABLED=0 go build -trimpath \
-		-ldflags '-s -w -X k8s.io/client-go/pkg/version.gitVersion=$(METRICS_SERVER_VERSION)' \
-		-o $@ sigs.k8s.io/metrics-server/cmd/metrics-server

@@ -1,10 +1,10 @@
 // Package e2e proves the whole walk of hello on a real Kubernetes: build,
 // push, deploy, serve, roll with zero failed requests, delete.
 //
-// By default it builds a single-node cluster from upstream Kubernetes as host
-// processes (cluster_test.go) with a registry on 127.0.0.1, and removes both
-// afterwards, also when a step fails. Traefik serves the Ingress there, as in
-// k3s (traefik_test.go), and the walk's traffic goes through it too. With
+// By default it runs one k3s server (cluster_test.go), the Kubernetes the
+// seed deploys to, with a registry on 127.0.0.1, and removes both afterwards,
+// also when a step fails. Traefik serves the Ingress there, as in k3s
+// (traefik_test.go), and the walk's traffic goes through it too. With
 // KUBECONFIG and E2E_REGISTRY (make e2e KUBECONFIG=... REGISTRY=...) it runs
 // against that cluster instead and starts and stops no cluster; E2E_HOST sets
 // the Ingress's host and E2E_INGRESS_URL names the cluster's own ingress
@@ -114,6 +114,7 @@ func TestE2E(t *testing.T) {
 		}
 		w.checkIngress(direct)
 	})
+	w.step("NetworkPolicy: hello's pods reach nothing, take their port only", w.checkNetworkPolicy)
 	w.step("rollout restart under load", func() {
 		w.underLoad(url, loadMaxTime, func() {
 			w.kubectlRun("rollout", "restart", "deployment/hello")
@@ -209,23 +210,21 @@ func setup(t *testing.T) *walk {
 		return w
 	}
 
-	kubeBin, registryBin, traefikBin, metricsServerBin := os.Getenv("KUBE_BIN"), os.Getenv("REGISTRY_BIN"), os.Getenv("TRAEFIK_BIN"), os.Getenv("METRICS_SERVER_BIN")
-	if kubeBin == "" || registryBin == "" || traefikBin == "" || metricsServerBin == "" {
-		require(t, []string{"KUBE_BIN, REGISTRY_BIN, TRAEFIK_BIN or METRICS_SERVER_BIN unset: run the suite with make e2e, which builds Kubernetes, the registry, Traefik and metrics-server and sets them"})
+	k3s, template, registryBin, traefikBin := os.Getenv("K3S"), os.Getenv("K3S_TEMPLATE"), os.Getenv("REGISTRY_BIN"), os.Getenv("TRAEFIK_BIN")
+	if k3s == "" || template == "" || registryBin == "" || traefikBin == "" {
+		require(t, []string{"K3S, K3S_TEMPLATE, REGISTRY_BIN or TRAEFIK_BIN unset: run the suite with make e2e, which builds k3s, its containerd template, the registry and Traefik and sets them"})
 	}
 	needs := map[string]string{
-		kubeBin + "/kubelet": "run the suite with make e2e: it builds Kubernetes into KUBE_BIN",
-		registryBin:          "run the suite with make e2e: it installs the registry into REGISTRY_BIN",
-		traefikBin:           "run the suite with make e2e: it builds Traefik into TRAEFIK_BIN",
-		metricsServerBin:     "run the suite with make e2e: it builds metrics-server into METRICS_SERVER_BIN",
-		"go":                 "install Go",
+		k3s:         "run the suite with make e2e: it builds k3s into the tools cache, or set K3S to a k3s binary",
+		registryBin: "run the suite with make e2e: it installs the registry into REGISTRY_BIN",
+		traefikBin:  "run the suite with make e2e: it builds Traefik into TRAEFIK_BIN",
+		"go":        "install Go",
 	}
 	for pkg, cmds := range map[string][]string{ // Debian's packages
-		"etcd-server":                 {"etcd"},
-		"containerd":                  {"containerd", "containerd-shim-runc-v2", "ctr"},
 		"runc":                        {"runc"},
 		"containernetworking-plugins": {cniBinDir + "/bridge", cniBinDir + "/host-local", cniBinDir + "/loopback"},
 		"iptables":                    {"iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"},
+		"ipset":                       {"ipset"},
 		"iproute2":                    {"ip", "ss"},
 		"conntrack":                   {"conntrack"},
 		"docker.io":                   {"docker"},
@@ -236,20 +235,23 @@ func setup(t *testing.T) *walk {
 		}
 	}
 	missing := prerequisites(needs)
+	if !exists(template) {
+		missing = append(missing, template+" missing: run the suite with make e2e: it makes the containerd template from K3S_SOURCE")
+	}
 	if os.Geteuid() != 0 {
-		missing = append(missing, "the built-in cluster needs root (mounts, links, iptables)")
+		missing = append(missing, "the built-in cluster needs root (mounts, links, iptables, ipsets)")
 	}
 	require(t, missing)
 	if err := exec.Command("docker", "info").Run(); err != nil {
 		require(t, []string{"no Docker engine answers `docker info`: start one (.ci/dockerd)"})
 	}
-	w.kubectl = kubeBin + "/kubectl"
 	t.Setenv("KUBECACHEDIR", stateDir+"/kubectl-cache") // not ~/.kube/cache
 	start := time.Now()
 	var ingressURL string
-	w.kubeconfig, w.registry, ingressURL = startCluster(ctx, t, kubeBin, registryBin, traefikBin, metricsServerBin)
+	w.kubeconfig, w.registry, ingressURL = startCluster(ctx, t, k3s, template, registryBin, traefikBin)
+	w.kubectl = stateDir + "/bin/kubectl" // k3s's own
 	w.ingress = ingressClient{client: keepAlive(), url: ingressURL, host: w.host}
-	w.context = nodeName // the kubeconfig's one context, named to exercise KUBE_CONTEXT
+	w.context = "default" // the one context of k3s's kubeconfig, named to exercise KUBE_CONTEXT
 	w.timings = append(w.timings, fmt.Sprintf("0 %-50s %s", "start the cluster", since(start)))
 	return w
 }
@@ -383,6 +385,18 @@ func (w *walk) kubectlArgs(args ...string) []string {
 func (w *walk) kubectlOut(args ...string) (string, error) {
 	out, err := exec.CommandContext(w.ctx, w.kubectl, w.kubectlArgs(args...)...).CombinedOutput() // #nosec G204 -- the suite's kubectl
 	return strings.TrimSpace(string(out)), err
+}
+
+// kubectlIn runs kubectl with stdin as its input, and fails the test if it fails.
+func (w *walk) kubectlIn(stdin string, args ...string) string {
+	w.t.Helper()
+	cmd := exec.CommandContext(w.ctx, w.kubectl, w.kubectlArgs(args...)...) // #nosec G204 -- the suite's kubectl
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		w.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
 }
 
 func (w *walk) kubectlRun(args ...string) string {

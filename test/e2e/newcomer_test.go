@@ -24,12 +24,11 @@ import (
 // port, and a server that answers every path as hello does (make go-run on
 // 8080 is where kubectl goes when nothing is configured).
 func TestNoCluster(t *testing.T) {
-	// The kubectl make e2e built for its cluster, else KUBECTL's.
+	// k3s's kubectl (k3s run by that name) when make e2e gives a k3s, else KUBECTL's.
 	kubectl := cmp.Or(os.Getenv("E2E_KUBECTL"), "kubectl")
-	if dir := os.Getenv("KUBE_BIN"); dir != "" {
-		if built, err := exec.LookPath(filepath.Join(dir, "kubectl")); err == nil {
-			kubectl = built
-		}
+	if k3s := os.Getenv("K3S"); k3s != "" && exists(k3s) {
+		kubectl = filepath.Join(t.TempDir(), "kubectl")
+		must(t, os.Symlink(k3s, kubectl))
 	}
 	require(t, prerequisites(map[string]string{kubectl: "install kubectl or set KUBECTL", "make": "install make"}))
 	repo, err := filepath.Abs("../..")

@@ -13,12 +13,15 @@ import (
 )
 
 // startTraefik runs Traefik as the built-in cluster's ingress controller, the
-// way k3s runs it but as a host process: the kubernetesIngress provider with
-// its defaults, on the entry point web. It listens on the node IP only, at a
-// free port, and watches the API server with a token of its own ServiceAccount
-// (traefik/traefik.yaml), never the admin certificate. The API, the dashboard,
-// ping and metrics stay off, as do the version check and the usage report,
-// which would call out to traefik.io. It returns the entry point's URL.
+// way k3s runs it but as a host process (k3s's Traefik chart is downloaded at
+// build time): the kubernetesIngress provider with its defaults, on the entry
+// point web. It listens on the node IP only, at a free port, and watches the
+// API server with a token of its own ServiceAccount (traefik/traefik.yaml),
+// never the admin certificate, checking the API server's certificate with
+// k3s's server CA. It reaches the pods from the node, as the kubelet's probes
+// do: hello's NetworkPolicy lets both in. The API, the dashboard, ping and
+// metrics stay off, as do the version check and the usage report, which
+// would call out to traefik.io. It returns the entry point's URL.
 func (c *cluster) startTraefik(ctx context.Context, traefikBin, kubeconfig string) string {
 	// What Traefik's documented rights allow, and what they must not.
 	token := c.serviceAccount(ctx, kubeconfig, "traefik/traefik.yaml", "traefik", []canI{
@@ -37,12 +40,12 @@ entryPoints:
 providers:
   kubernetesIngress:
     endpoint: "https://%s:6443"
-    certAuthFilePath: "%s/pki/ca.crt"
+    certAuthFilePath: "%s/server/tls/server-ca.crt"
     token: "%s"
 log: {level: INFO, noColor: true}
-`, addr, nodeIP, stateDir, token)
+`, addr, nodeIP, k3sDataDir, token)
 	must(c.t, os.WriteFile(stateDir+"/traefik.yaml", []byte(config), 0o600)) // #nosec G303 -- stateDir is the cluster's own folder, made by startCluster
-	pid := c.start("traefik", traefikBin, "--configfile="+stateDir+"/traefik.yaml")
+	pid := c.start("traefik", nil, traefikBin, "--configfile="+stateDir+"/traefik.yaml")
 	url := "http://" + addr
 	c.waitFor(ctx, "Traefik on "+addr, 30*time.Second, func() error {
 		resp, err := client.Get(url + "/")
@@ -55,6 +58,33 @@ log: {level: INFO, noColor: true}
 		c.t.Fatalf("Traefik listens on %v, want %s only", got, addr)
 	}
 	return url
+}
+
+// canI is a row of kubectl auth can-i: a verb, a resource, and "yes" or "no".
+type canI struct{ verb, resource, want string }
+
+// serviceAccount applies manifest, which holds the ServiceAccount name in
+// kube-system and its rights, checks the rights against rights, and returns
+// a token of that account for a process that runs on the host.
+func (c *cluster) serviceAccount(ctx context.Context, kubeconfig, manifest, name string, rights []canI) string {
+	if err := c.kubectlQuiet(ctx, kubeconfig, "apply", "-f", manifest); err != nil {
+		c.t.Fatalf("%s: %v", manifest, err)
+	}
+	for _, tc := range rights {
+		// #nosec G204 -- the suite's own kubectl, arguments from the suite's tables.
+		out, _ := exec.CommandContext(ctx, c.kubectl, "--kubeconfig", kubeconfig, "auth", "can-i", tc.verb, tc.resource,
+			"--all-namespaces", "--as=system:serviceaccount:kube-system:"+name).Output() // exits 1 for "no"
+		if got := strings.TrimSpace(string(out)); got != tc.want {
+			c.t.Fatalf("ServiceAccount %s: can-i %s %s = %q, want %q", name, tc.verb, tc.resource, got, tc.want)
+		}
+	}
+	// #nosec G204 -- the suite's own kubectl and kubeconfig, the suite's account.
+	token, err := exec.CommandContext(ctx, c.kubectl, "--kubeconfig", kubeconfig,
+		"-n", "kube-system", "create", "token", name, "--duration=2h").Output()
+	if err != nil {
+		c.t.Fatalf("a token for ServiceAccount %s: %v", name, err)
+	}
+	return strings.TrimSpace(string(token))
 }
 
 // listening lists the local addresses of the TCP and UDP sockets process pid

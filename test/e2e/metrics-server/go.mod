@@ -1,8 +1,9 @@
 module hello/test/e2e/metrics-server
 
-// The metrics-server that make e2e runs for the cluster's HorizontalPodAutoscaler,
-// the version k3s v1.34 ships. No Go file here: the tool directive keeps go mod
-// tidy from dropping it.
+// The metrics-server whose image make e2e builds for the Deployment k3s runs
+// (the cluster's HorizontalPodAutoscaler reads it), the version k3s v1.34
+// asks for. No Go file here: the tool directive keeps go mod tidy from
+// dropping it.
 go 1.25.0
 
 require sigs.k8s.io/metrics-server v0.8.0 // indirect
