@@ -8,9 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -231,20 +228,6 @@ func (f *flooder) sample(rss func() (int64, error), stop <-chan struct{}) {
 	})
 }
 
-// every calls fn every interval until stop closes.
-func every(interval time.Duration, stop <-chan struct{}, fn func()) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-tick.C:
-			fn()
-		}
-	}
-}
-
 // roomForFiles makes sure this process may open need files: it raises the
 // soft RLIMIT_NOFILE to need when it is lower (Go's os package has already
 // raised it to the hard limit at start), and fails when the hard limit is
@@ -291,19 +274,4 @@ func runFlood(args []string) error {
 		return errors.New("socket errors in the flood")
 	}
 	return nil
-}
-
-// vmRSS is a process's resident set in bytes, from /proc.
-func vmRSS(pid int) (int64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.Lines(string(b)) {
-		if kb, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), 10, 64)
-			return n << 10, err
-		}
-	}
-	return 0, errors.New("no VmRSS in /proc status")
 }

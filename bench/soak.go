@@ -187,24 +187,6 @@ func dribble(conn net.Conn, limit time.Duration) time.Duration {
 	}
 }
 
-// timedGet greets over a fresh connection and returns how long the answer took.
-func timedGet(url string) (time.Duration, error) {
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	t0 := time.Now()
-	resp, err := client.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-		return 0, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET %s = %d, want 200", url, resp.StatusCode)
-	}
-	return time.Since(t0), nil
-}
-
 // sigtermUnderLoad: SIGTERM arrives 1 s into a load that ends before the
 // shutdown delay does; the load sees no socket error and no non-2xx, and
 // hello exits 0 once the delay and the drain are over.
@@ -361,5 +343,3 @@ func connectionFlood(c soakConfig, p *proc) (string, error) {
 	}
 	return figures, nil
 }
-
-func mib(n int64) float64 { return float64(n) / (1 << 20) }
