@@ -15,6 +15,10 @@ import (
 )
 
 const (
+	// floodConns is the flood's size unless a flag sets it (soak's -flood,
+	// flood's -conns): this many connections send a GET, then this many
+	// send nothing.
+	floodConns = 6000
 	// floodDialers bounds the dials in flight, so the flood never overruns
 	// the listen backlog (somaxconn, 4096 here) of a server that accepts.
 	floodDialers = 32
@@ -253,7 +257,7 @@ func roomForFiles(need int) error {
 func runFlood(args []string) error {
 	fs := flag.NewFlagSet("flood", flag.ExitOnError)
 	addr := fs.String("addr", "", "the server's `host:port`, on 127.0.0.1")
-	conns := fs.Int("conns", 6000, "connections per phase: this many send a GET, then this many send nothing")
+	conns := fs.Int("conns", floodConns, "connections per phase: this many send a GET, then this many send nothing")
 	pid := fs.Int("pid", 0, "the server's process `id`, to sample its RSS (0: not sampled)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -35,7 +35,7 @@ func runSoak(args []string) error {
 	fs.IntVar(&c.dribblers, "dribblers", 300, "slowloris connections")
 	fs.DurationVar(&c.headerTimeout, "header-timeout", 5*time.Second, "hello's ReadHeaderTimeout")
 	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", 5*time.Second, "-shutdown-delay for the SIGTERM check")
-	fs.IntVar(&c.flood, "flood", 6000, "connection flood: this many connections send a GET, then this many send nothing")
+	fs.IntVar(&c.flood, "flood", floodConns, "connection flood: this many connections send a GET, then this many send nothing")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
