@@ -85,11 +85,14 @@ lint: $(STATICCHECK) $(GOSEC) ## gofmt, go vet, staticcheck, gosec on every modu
 		echo "shellcheck:" $$scripts; shellcheck $$scripts
 
 # go tool -n builds NAME when Go's cache lacks it and prints its path there.
+# A first build compiles the whole tool: one line says so before it starts.
 $(TOOL_BIN)/%: tools/%/go.mod tools/%/go.sum
-	mkdir -p $(@D) && built=$$(go -C tools/$* tool -n $*) && cp "$$built" $@.tmp && mv -f $@.tmp $@
+	@echo "$*: building it once, as tools/$*/go.mod pins it, into Go's build cache ($$(go env GOCACHE)) and .cache/bin; later runs reuse it"
+	@mkdir -p $(@D) && built=$$(go -C tools/$* tool -n $*) && cp "$$built" $@.tmp && mv -f $@.tmp $@
 
 $(RELEASE): release/go.mod release/go.sum release/main.go
-	cd release && CGO_ENABLED=0 go build -trimpath -o $@ .
+	@echo "release: building release/ once into .cache/bin; later runs reuse it until release/ changes"
+	@cd release && CGO_ENABLED=0 go build -trimpath -o $@ .
 
 clean: ## Remove the built binary, and the images as docker-clean does
 	rm -f $(BIN)
