@@ -90,7 +90,7 @@ $(TOOL_BIN)/%: tools/%/go.mod tools/%/go.sum
 	@echo "$*: building it once, as tools/$*/go.mod pins it, into Go's build cache ($$(go env GOCACHE)) and .cache/bin; later runs reuse it"
 	@mkdir -p $(@D) && built=$$(go -C tools/$* tool -n $*) && cp "$$built" $@.tmp && mv -f $@.tmp $@
 
-$(RELEASE): release/go.mod release/go.sum release/main.go
+$(RELEASE): release/go.mod release/go.sum $(filter-out %_test.go,$(wildcard release/*.go))
 	@echo "release: building release/ once into .cache/bin; later runs reuse it until release/ changes"
 	@cd release && CGO_ENABLED=0 go build -trimpath -o $@ .
 
