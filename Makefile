@@ -12,36 +12,40 @@ GOARCH   ?= amd64
 PORT     ?= 8080
 # Where go-build writes the binary.
 BIN      ?= hello
-# Where pinned tools (staticcheck, gosec, the test registry, k3s) are installed.
+# Where the e2e cluster's pinned parts (k3s, Traefik, ...) are built.
 TOOLS    ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/hello
-STATICCHECK_VERSION ?= v0.8.2
-GOSEC_VERSION ?= v2.30.0
-# CNCF Distribution, the registry the container and cluster suites push to.
-REGISTRY_VERSION ?= v3.0.0
-# cosign signs what docker-push pushes; cyclonedx-gomod writes its SBOM.
-COSIGN_VERSION ?= v2.6.5
-CYCLONEDX_VERSION ?= v1.10.0
 # The cosign binary: the pinned one, built on first use, or your own.
 COSIGN   ?= $(COSIGN_BIN)
 
-KNOBS := IMAGE VERSION TAG REGISTRY GOARCH PORT BIN TOOLS STATICCHECK_VERSION GOSEC_VERSION REGISTRY_VERSION \
-	COSIGN_VERSION CYCLONEDX_VERSION COSIGN
+KNOBS := IMAGE VERSION TAG REGISTRY GOARCH PORT BIN TOOLS COSIGN
 
 REVISION := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 # -trimpath and a version from git (not from the build's VCS stamp) make two
 # builds of one commit byte-identical; -s -w drop the symbol and debug tables.
 GOBUILD := CGO_ENABLED=0 go build -trimpath -buildvcs=false \
 	-ldflags '-s -w -X main.version=$(VERSION) -X main.revision=$(REVISION)'
-STATICCHECK := $(TOOLS)/staticcheck@$(STATICCHECK_VERSION)/staticcheck
-GOSEC := $(TOOLS)/gosec@$(GOSEC_VERSION)/gosec
-REGISTRY_BIN := $(TOOLS)/registry@$(REGISTRY_VERSION)/registry
-COSIGN_BIN := $(TOOLS)/cosign@$(COSIGN_VERSION)/cosign
+# The tools make runs. Each is pinned, with its dependencies, by a module of
+# its own: tools/NAME/go.mod, a tool directive whose go line is the tool's
+# own (and so are its GODEBUG defaults). In one module they would fight, and
+# each would build with dependency versions its release was never tested
+# with. To move one: go -C tools/NAME get -tool PACKAGE@VERSION, then
+# go -C tools/NAME mod tidy. go tool builds a tool once into Go's build
+# cache, which every clone shares; make keeps a copy in .cache/bin, so a run
+# costs no more than the tool itself and the cache's trimming of unused
+# entries cannot take it.
+TOOL_BIN := $(CURDIR)/.cache/bin
+STATICCHECK := $(TOOL_BIN)/staticcheck
+GOSEC := $(TOOL_BIN)/gosec
+# CNCF Distribution, the registry the container and cluster suites push to.
+REGISTRY_BIN := $(TOOL_BIN)/registry
+# cosign signs what docker-push pushes; cyclonedx-gomod writes its SBOM.
+COSIGN_BIN := $(TOOL_BIN)/cosign
 # What a target that runs $(COSIGN) needs built first: the pinned cosign, unless COSIGN names another.
 COSIGN_DEP = $(filter $(COSIGN_BIN),$(COSIGN))
-CYCLONEDX := $(TOOLS)/cyclonedx-gomod@$(CYCLONEDX_VERSION)/cyclonedx-gomod
+CYCLONEDX := $(TOOL_BIN)/cyclonedx-gomod
 # release/ (a module of its own, on go-containerregistry) pushes reproducible
 # images and resolves a tag to a verified digest.
-RELEASE := .cache/bin/release
+RELEASE := $(TOOL_BIN)/release
 
 .DEFAULT_GOAL := help
 .PHONY: help go-run go-build test unit lint clean
@@ -80,25 +84,15 @@ lint: $(STATICCHECK) $(GOSEC) ## gofmt, go vet, staticcheck, gosec on every modu
 	@scripts=$$(git ls-files -z -co --exclude-standard | xargs -0 awk 'FNR == 1 && /^#!.*[\/ ](ba|da)?sh( |$$)/ {print FILENAME} {nextfile}'); \
 		echo "shellcheck:" $$scripts; shellcheck $$scripts
 
-# go install, not go get: the pinned tools never enter go.mod.
-$(STATICCHECK):
-	GOBIN=$(@D) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+# go tool -n builds NAME when Go's cache lacks it and prints its path there.
+# A first build compiles the whole tool: one line says so before it starts.
+$(TOOL_BIN)/%: tools/%/go.mod tools/%/go.sum
+	@echo "$*: building it once, as tools/$*/go.mod pins it, into Go's build cache ($$(go env GOCACHE)) and .cache/bin; later runs reuse it"
+	@mkdir -p $(@D) && built=$$(go -C tools/$* tool -n $*) && cp "$$built" $@.tmp && mv -f $@.tmp $@
 
-$(GOSEC):
-	GOBIN=$(@D) go install github.com/securego/gosec/v2/cmd/gosec@$(GOSEC_VERSION)
-
-$(REGISTRY_BIN):
-	GOBIN=$(@D) go install github.com/distribution/distribution/v3/cmd/registry@$(REGISTRY_VERSION)
-
-# ~3 min cold on 2 cores alone, 16.5 min beside two other builds.
-$(COSIGN_BIN):
-	GOBIN=$(@D) go install github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION)
-
-$(CYCLONEDX):
-	GOBIN=$(@D) go install github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@$(CYCLONEDX_VERSION)
-
-$(RELEASE): release/go.mod release/go.sum release/main.go
-	cd release && CGO_ENABLED=0 go build -trimpath -o $(abspath $@) .
+$(RELEASE): release/go.mod release/go.sum $(filter-out %_test.go,$(wildcard release/*.go))
+	@echo "release: building release/ once into .cache/bin; later runs reuse it until release/ changes"
+	@cd release && CGO_ENABLED=0 go build -trimpath -o $@ .
 
 clean: ## Remove the built binary, and the images as docker-clean does
 	rm -f $(BIN)
@@ -221,7 +215,7 @@ docker-clean: ## Remove the images docker-build and docker-push made for $(TAG) 
 	done
 
 container-test: $(REGISTRY_BIN) $(COSIGN_BIN) $(CYCLONEDX) $(RELEASE) ## Prove the image on a real Docker engine and a real registry (test/container)
-	cd test/container && REGISTRY_BIN=$(REGISTRY_BIN) COSIGN_BIN=$(COSIGN_BIN) RELEASE_BIN=$(abspath $(RELEASE)) go test -count=1 -v -timeout 15m .
+	cd test/container && REGISTRY_BIN=$(REGISTRY_BIN) COSIGN_BIN=$(COSIGN_BIN) RELEASE_BIN=$(RELEASE) go test -count=1 -v -timeout 15m .
 
 # ---- Benchmarks and reliability: bench, fuzz, soak ---------------------------
 # bench/ is a Go program that drives $(BIN) and ./floor (bench/floor: a bare

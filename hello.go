@@ -10,10 +10,10 @@
 //	/favicon.ico  404, as is /robots.txt: a browser's or a crawler's, not a name
 //
 // The query string is ignored. A name that is not valid UTF-8, holds a control
-// character or a bidirectional override (U+202A-U+202E, U+2066-U+2069) or is
-// longer than 256 bytes is answered 400; more than one path segment is 404;
-// any other method is 405. The names healthz, readyz, favicon.ico and
-// robots.txt are reserved: nobody called that can be greeted.
+// character or an explicit bidirectional formatting character (U+202A-U+202E,
+// U+2066-U+2069) or is longer than 256 bytes is answered 400; more than one
+// path segment is 404; any other method is 405. The names healthz, readyz,
+// favicon.ico and robots.txt are reserved: nobody called that can be greeted.
 //
 // A port, from -addr or $PORT, is a decimal number 0-65535. `hello
 // -healthcheck` serves nothing: it asks the hello on the same address for
@@ -187,35 +187,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	h.draining.Store(true)
 
 	// Docker and Kubernetes send one SIGTERM, then SIGKILL; a person at a
-	// terminal presses Ctrl-C twice, and means it.
-	hurry, hurried := context.WithCancel(context.Background())
-	defer hurried()
+	// terminal presses Ctrl-C twice, and means it: stopAtOnce ends atOnce,
+	// and with it the delay, the drain and the wait for the log.
+	atOnce, stopAtOnce := context.WithCancel(context.Background())
+	defer stopAtOnce()
 	go func() {
 		select {
 		case <-signals:
 			logs.Warn("second signal: stopping at once")
-			hurried()
-		case <-hurry.Done():
+			stopAtOnce()
+		case <-atOnce.Done():
 		}
 	}()
 	select {
 	case <-time.After(*delay):
-	case <-hurry.Done():
+	case <-atOnce.Done():
 	}
-	shutdownCtx, cancel := context.WithTimeout(hurry, *timeout)
+	shutdownCtx, cancel := context.WithTimeout(atOnce, *timeout)
 	defer cancel()
 	err = srv.Shutdown(shutdownCtx)
-	if hurry.Err() != nil || err != nil {
+	if atOnce.Err() != nil || err != nil {
 		_ = srv.Close() // cuts off what is left; its error would only repeat ours
-		if hurry.Err() != nil {
-			logDone(context.Background(), hurriedLogWait)
+		if atOnce.Err() != nil {
+			logDone(context.Background(), logAtOnceWait)
 			return errors.New("stopped at once by a second signal")
 		}
-		logDone(hurry, logStopWait)
+		logDone(atOnce, logStopWait)
 		return fmt.Errorf("shutdown timeout %s cut off in-flight requests: %w", timeout, err)
 	}
 	logs.Info("stopped")
-	logDone(hurry, logStopWait) // a second signal ends the wait
+	logDone(atOnce, logStopWait) // a second signal ends the wait
 	return nil
 }
 
@@ -349,8 +350,8 @@ func (g *greeter) greet(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not found: the name is a single path segment, like /TutorialHero", http.StatusNotFound)
 		return
 	}
-	if msg := invalid(name); msg != "" {
-		http.Error(w, "bad name: "+msg, http.StatusBadRequest)
+	if why := whyRefused(name); why != "" {
+		http.Error(w, "bad name: "+why, http.StatusBadRequest)
 		return
 	}
 	if name == "" {
@@ -377,9 +378,9 @@ func nameOf(u *url.URL) (string, bool) {
 	return name, err == nil
 }
 
-// invalid says why a name must not be echoed, or returns "" for a good one.
-// The message never quotes the name.
-func invalid(name string) string {
+// whyRefused says why a name must not be echoed, or returns "" for a good
+// one. The reason never quotes the name.
+func whyRefused(name string) string {
 	switch {
 	case len(name) > maxName:
 		return "longer than " + strconv.Itoa(maxName) + " bytes"
@@ -387,18 +388,21 @@ func invalid(name string) string {
 		return "not valid UTF-8"
 	case strings.ContainsFunc(name, unicode.IsControl): // U+0000-U+001F, U+007F-U+009F
 		return "holds a control character"
-	case strings.ContainsFunc(name, isBidiOverride):
+	case strings.ContainsFunc(name, isExplicitBidi):
 		return "holds a bidirectional control"
 	}
 	return ""
 }
 
-// isBidiOverride is true for the embeddings, overrides and isolates of
-// CVE-2021-42574 ("Trojan Source"): in a terminal or a log they reorder what
-// the reader sees (/%E2%80%AEgnp.exe shows as "Hello, !exe.png").
-// unicode.Bidi_Control also holds the marks LRM, RLM and ALM, which reorder
-// nothing and which names in mixed scripts need.
-func isBidiOverride(r rune) bool {
+// isExplicitBidi is true for the explicit directional formatting characters
+// of Unicode's bidirectional algorithm (UAX #9): the embeddings, overrides
+// and isolates and the two that end them, the runes of CVE-2021-42574
+// ("Trojan Source"). In a terminal or a log they reorder what the reader
+// sees (/%E2%80%AEgnp.exe shows as "Hello, !exe.png"). unicode.Bidi_Control,
+// which the log's escaping uses (isTerminalControl), also holds the marks
+// LRM, RLM and ALM, which reorder nothing and which names in mixed scripts
+// need: they are greeted.
+func isExplicitBidi(r rune) bool {
 	return '\u202a' <= r && r <= '\u202e' || '\u2066' <= r && r <= '\u2069'
 }
 
@@ -410,10 +414,10 @@ func text(w http.ResponseWriter, code int, body string) {
 	h["X-Content-Type-Options"] = nosniff
 	w.WriteHeader(code)
 	// A failed write means the client went away; there is no one to tell.
-	_, _ = io.WriteString(w, body) // #nosec G705 -- text/plain with nosniff, and a greeted name is validated (invalid)
+	_, _ = io.WriteString(w, body) // #nosec G705 -- text/plain with nosniff, and a greeted name is validated (whyRefused)
 }
 
-// connLimit is a listener that holds at most max connections. At the cap it
+// connLimit is a listener that holds at most limit connections. At the cap it
 // closes the connection idle the longest (a keep-alive one between requests,
 // or one that has not sent a whole request yet) to make room, as nginx does;
 // when every connection is mid-request, the newest waits in Accept and the
@@ -424,7 +428,7 @@ func text(w http.ResponseWriter, code int, body string) {
 // connection. The mutex is taken only on accept, on close and at the cap.
 type connLimit struct {
 	*net.TCPListener
-	max     int
+	limit   int
 	order   atomic.Uint64 // stamps connections as they go idle
 	waiting atomic.Bool   // Accept waits for a connection to go idle or close
 
@@ -434,8 +438,8 @@ type connLimit struct {
 	closed bool
 }
 
-func limitConns(ln *net.TCPListener, max int) *connLimit {
-	l := &connLimit{TCPListener: ln, max: max, conns: make(map[*limitedConn]struct{}, max)}
+func limitConns(ln *net.TCPListener, limit int) *connLimit {
+	l := &connLimit{TCPListener: ln, limit: limit, conns: make(map[*limitedConn]struct{}, limit)}
 	l.wake = sync.NewCond(&l.mu)
 	return l
 }
@@ -444,9 +448,9 @@ func limitConns(ln *net.TCPListener, max int) *connLimit {
 // graceful close after an error answer) and ReadFrom on it.
 type limitedConn struct {
 	*net.TCPConn
-	l      *connLimit
-	idle   atomic.Uint64 // when it went idle, in l.order; 0 while a request runs
-	closed atomic.Bool
+	l       *connLimit
+	idle    atomic.Uint64 // when it went idle, in l.order; 0 while a request runs
+	closing atomic.Bool   // claimed for closing, by its Close or an eviction, before the close
 }
 
 func (l *connLimit) Accept() (net.Conn, error) {
@@ -458,7 +462,7 @@ func (l *connLimit) Accept() (net.Conn, error) {
 	c.idle.Store(l.order.Add(1)) // it has sent nothing yet
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for len(l.conns) >= l.max && !l.closed {
+	for len(l.conns) >= l.limit && !l.closed {
 		l.waiting.Store(true) // before looking: see track
 		if !l.evictLocked() {
 			l.wake.Wait()
@@ -479,14 +483,14 @@ func (l *connLimit) evictLocked() bool {
 	var oldest *limitedConn
 	var since uint64 // oldest's stamp, as read here: a stamp can change meanwhile
 	for c := range l.conns {
-		if c.closed.Load() {
+		if c.closing.Load() {
 			return false // its Close waits for mu to make room, then wakes Accept
 		}
 		if t := c.idle.Load(); t != 0 && (oldest == nil || t < since) {
 			oldest, since = c, t
 		}
 	}
-	if oldest == nil || !oldest.closed.CompareAndSwap(false, true) {
+	if oldest == nil || !oldest.closing.CompareAndSwap(false, true) {
 		return false
 	}
 	delete(l.conns, oldest)
@@ -519,7 +523,7 @@ func (l *connLimit) track(nc net.Conn, state http.ConnState) {
 }
 
 func (c *limitedConn) Close() error {
-	if c.closed.CompareAndSwap(false, true) {
+	if c.closing.CompareAndSwap(false, true) {
 		c.l.mu.Lock()
 		delete(c.l.conns, c)
 		c.l.wake.Broadcast()
@@ -626,9 +630,9 @@ const (
 	// inside its 20 s grace period, so the kubelet's SIGKILL does not cut
 	// the stop short.
 	logStopWait = 2 * time.Second
-	// hurriedLogWait is what a second signal leaves the log: enough for a
+	// logAtOnceWait is what a second signal leaves the log: enough for a
 	// live reader, here a terminal, to show why hello stopped.
-	hurriedLogWait = 200 * time.Millisecond
+	logAtOnceWait = 200 * time.Millisecond
 )
 
 // logBuffer is the writer under every log line: the access log, net/http's

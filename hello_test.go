@@ -140,8 +140,9 @@ func TestGreetHostileNamesEchoNothing(t *testing.T) {
 	}
 }
 
-// bidiControls are the codepoints of CVE-2021-42574 ("Trojan Source").
-const bidiControls = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+// explicitBidi are the codepoints of CVE-2021-42574 ("Trojan Source"), the
+// explicit bidirectional formatting characters (isExplicitBidi).
+const explicitBidi = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
 
 // FuzzGreet checks invariants for any request target: the answer is 200, 400
 // or 404; a 200 greets exactly the decoded segment, which holds no control
@@ -193,7 +194,7 @@ func FuzzGreet(f *testing.F) {
 				want = "World"
 			}
 			if !ok || err != nil || name != want || !utf8.ValidString(name) || len(name) > maxName ||
-				strings.ContainsFunc(name, unicode.IsControl) || strings.ContainsAny(name, bidiControls) {
+				strings.ContainsFunc(name, unicode.IsControl) || strings.ContainsAny(name, explicitBidi) {
 				t.Errorf("GET %q = 200 %q, want %q", target, body, "Hello, "+want+"!\n")
 			}
 		case 400, 404:
@@ -256,7 +257,7 @@ func TestLogBufferEscapes(t *testing.T) {
 		shown   bool // nothing to escape: the line shows s as it is
 	}{
 		{"bidi override", "\u202egnp.exe", false},
-		{"every bidi control", bidiControls + "\u200e\u200f\u061c", false},
+		{"every bidi control", explicitBidi + "\u200e\u200f\u061c", false},
 		{"escape sequence", "\x1b[31mred\x1b[0m", false},
 		{"CSI", "\u009b31m", false},
 		{"NEL", "a\u0085b", false},
@@ -722,11 +723,11 @@ func listen(t *testing.T) net.Listener {
 // new one; when every connection is mid-request, a new one waits until one
 // finishes.
 func TestConnLimit(t *testing.T) {
-	const max = 8
+	const limit = 8
 	t.Run("longest idle closed", func(t *testing.T) {
-		s := limitedServer(t, max)
+		s := limitedServer(t, limit)
 		var conns []*clientConn
-		for i := range max {
+		for i := range limit {
 			c := dial(t, s.addr)
 			c.get(t, fmt.Sprintf("/%d", i), time.Second)
 			<-s.idle // the server has it idle, in this order
@@ -741,9 +742,9 @@ func TestConnLimit(t *testing.T) {
 		}
 	})
 	t.Run("all mid-request", func(t *testing.T) {
-		s := limitedServer(t, max)
+		s := limitedServer(t, limit)
 		var conns []*clientConn
-		for range max {
+		for range limit {
 			c := dial(t, s.addr)
 			c.send(t, "/hold")
 			<-s.held
@@ -753,7 +754,7 @@ func TestConnLimit(t *testing.T) {
 		ninth.send(t, "/ninth")
 		ninth.deadline(t, 300*time.Millisecond)
 		if resp, err := http.ReadResponse(ninth.r, nil); err == nil {
-			t.Fatalf("a ninth connection while %d are mid-request was answered %d, want it to wait", max, resp.StatusCode)
+			t.Fatalf("a ninth connection while %d are mid-request was answered %d, want it to wait", limit, resp.StatusCode)
 		}
 		s.release <- struct{}{} // one request finishes
 		ninth.deadline(t, 5*time.Second)
@@ -767,11 +768,11 @@ func TestConnLimit(t *testing.T) {
 			}
 		}
 	})
-	// A connection its client closes must leave the count: else, after max
+	// A connection its client closes must leave the count: else, after limit
 	// of them over the process's life, Accept waits forever.
 	for _, batch := range []int{1, 4} {
 		t.Run(fmt.Sprintf("100 clients close, %d at a time", batch), func(t *testing.T) {
-			s := limitedServer(t, max)
+			s := limitedServer(t, limit)
 			const clients = 100
 			for i := 0; i < clients; i += batch {
 				var conns []*clientConn
@@ -802,9 +803,9 @@ type limitServer struct {
 	idle          chan struct{}
 }
 
-func limitedServer(t *testing.T, max int) *limitServer {
-	l := limiter(t, max)
-	s := &limitServer{l: l, held: make(chan struct{}, max), release: make(chan struct{}), idle: make(chan struct{}, 4*max)}
+func limitedServer(t *testing.T, limit int) *limitServer {
+	l := limiter(t, limit)
+	s := &limitServer{l: l, held: make(chan struct{}, limit), release: make(chan struct{}), idle: make(chan struct{}, 4*limit)}
 	srv := &http.Server{
 		ReadHeaderTimeout: 5 * time.Second,
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -831,8 +832,8 @@ func limitedServer(t *testing.T, max int) *limitServer {
 }
 
 // limiter is limitConns on a fresh port, closed at the end of the test.
-func limiter(t *testing.T, max int) *connLimit {
-	l := limitConns(listen(t).(*net.TCPListener), max)
+func limiter(t *testing.T, limit int) *connLimit {
+	l := limitConns(listen(t).(*net.TCPListener), limit)
 	t.Cleanup(func() { _ = l.Close() }) // also wakes an Accept a failed test left waiting
 	return l
 }
@@ -1000,10 +1001,10 @@ func TestLimitEvictsNoneWhileOneCloses(t *testing.T) {
 	_, first := acceptNext(t, l)
 	fresh := within(t, first, "at an empty limiter").c
 	_, second := acceptNext(t, l)
-	closing := within(t, second, "with room for a second").c
+	leaving := within(t, second, "with room for a second").c
 	l.mu.Lock()
-	go func() { _ = closing.Close() }() // claims it, then waits for the lock
-	began := eventually(closing.(*limitedConn).closed.Load)
+	go func() { _ = leaving.Close() }() // claims it, then waits for the lock
+	began := eventually(leaving.(*limitedConn).closing.Load)
 	if began {
 		l.evictLocked() // what Accept does at the cap, while that Close waits
 	}
@@ -1011,7 +1012,7 @@ func TestLimitEvictsNoneWhileOneCloses(t *testing.T) {
 	if !began {
 		t.Fatal("Close of a held connection: not begun after 5 s")
 	}
-	if fresh.(*limitedConn).closed.Load() {
+	if fresh.(*limitedConn).closing.Load() {
 		t.Error("at the cap while one connection closes, a fresh one was evicted; want it kept: the close makes room")
 	}
 }

@@ -8,9 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,6 +15,10 @@ import (
 )
 
 const (
+	// floodConns is the flood's size unless a flag sets it (soak's -flood,
+	// flood's -conns): this many connections send a GET, then this many
+	// send nothing.
+	floodConns = 6000
 	// floodDialers bounds the dials in flight, so the flood never overruns
 	// the listen backlog (somaxconn, 4096 here) of a server that accepts.
 	floodDialers = 32
@@ -231,20 +232,6 @@ func (f *flooder) sample(rss func() (int64, error), stop <-chan struct{}) {
 	})
 }
 
-// every calls fn every interval until stop closes.
-func every(interval time.Duration, stop <-chan struct{}, fn func()) {
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-tick.C:
-			fn()
-		}
-	}
-}
-
 // roomForFiles makes sure this process may open need files: it raises the
 // soft RLIMIT_NOFILE to need when it is lower (Go's os package has already
 // raised it to the hard limit at start), and fails when the hard limit is
@@ -270,7 +257,7 @@ func roomForFiles(need int) error {
 func runFlood(args []string) error {
 	fs := flag.NewFlagSet("flood", flag.ExitOnError)
 	addr := fs.String("addr", "", "the server's `host:port`, on 127.0.0.1")
-	conns := fs.Int("conns", 6000, "connections per phase: this many send a GET, then this many send nothing")
+	conns := fs.Int("conns", floodConns, "connections per phase: this many send a GET, then this many send nothing")
 	pid := fs.Int("pid", 0, "the server's process `id`, to sample its RSS (0: not sampled)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -291,19 +278,4 @@ func runFlood(args []string) error {
 		return errors.New("socket errors in the flood")
 	}
 	return nil
-}
-
-// vmRSS is a process's resident set in bytes, from /proc.
-func vmRSS(pid int) (int64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.Lines(string(b)) {
-		if kb, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), 10, 64)
-			return n << 10, err
-		}
-	}
-	return 0, errors.New("no VmRSS in /proc status")
 }

@@ -12,6 +12,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -130,6 +131,21 @@ func (p *proc) kill() {
 // rss is the process's resident set in bytes, from /proc.
 func (p *proc) rss() (int64, error) { return vmRSS(p.cmd.Process.Pid) }
 
+// vmRSS is a process's resident set in bytes, from /proc.
+func vmRSS(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if kb, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(kb), " kB"), 10, 64)
+			return n << 10, err
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc status")
+}
+
 // cpu is the CPU time, user and system, the process used from exec to its
 // end; call it after kill.
 func (p *proc) cpu() time.Duration {
@@ -192,3 +208,38 @@ func parseWrk(out string) (wrkResult, error) {
 
 // signal sends sig to the process.
 func (p *proc) signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// timedGet greets over a fresh connection and returns how long the answer took.
+func timedGet(url string) (time.Duration, error) {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	t0 := time.Now()
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("GET %s = %d, want 200", url, resp.StatusCode)
+	}
+	return time.Since(t0), nil
+}
+
+// every calls fn every interval until stop closes.
+func every(interval time.Duration, stop <-chan struct{}, fn func()) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-tick.C:
+			fn()
+		}
+	}
+}
+
+// mib is n bytes in MiB.
+func mib(n int64) float64 { return float64(n) / (1 << 20) }

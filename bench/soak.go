@@ -35,7 +35,7 @@ func runSoak(args []string) error {
 	fs.IntVar(&c.dribblers, "dribblers", 300, "slowloris connections")
 	fs.DurationVar(&c.headerTimeout, "header-timeout", 5*time.Second, "hello's ReadHeaderTimeout")
 	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", 5*time.Second, "-shutdown-delay for the SIGTERM check")
-	fs.IntVar(&c.flood, "flood", 6000, "connection flood: this many connections send a GET, then this many send nothing")
+	fs.IntVar(&c.flood, "flood", floodConns, "connection flood: this many connections send a GET, then this many send nothing")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -185,24 +185,6 @@ func dribble(conn net.Conn, limit time.Duration) time.Duration {
 			_, _ = conn.Write([]byte{header[i]}) // an error here means the server closed; the reader returns
 		}
 	}
-}
-
-// timedGet greets over a fresh connection and returns how long the answer took.
-func timedGet(url string) (time.Duration, error) {
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	t0 := time.Now()
-	resp, err := client.Get(url)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-		return 0, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET %s = %d, want 200", url, resp.StatusCode)
-	}
-	return time.Since(t0), nil
 }
 
 // sigtermUnderLoad: SIGTERM arrives 1 s into a load that ends before the
@@ -361,5 +343,3 @@ func connectionFlood(c soakConfig, p *proc) (string, error) {
 	}
 	return figures, nil
 }
-
-func mib(n int64) float64 { return float64(n) / (1 << 20) }

@@ -6,14 +6,11 @@ import (
 	"testing"
 )
 
-// floodConns is the flood's size per phase: this many connections send a
-// GET and stay open, then this many more send nothing (as make soak).
-const floodConns = "6000"
-
 // TestFlood floods the image as the Deployment runs it, 64 MiB and no swap,
-// with bench's connection flood (go run ./bench flood; its line tells what
-// it saw): hello must not be OOM-killed, must still run and greet, and
-// docker stop must end it with exit code 0.
+// with bench's connection flood at its default size, make soak's (go run
+// ./bench flood, floodConns in bench/flood.go; its line tells what it saw):
+// hello must not be OOM-killed, must still run and greet, and docker stop
+// must end it with exit code 0.
 //
 // The container shares the host's network and hello listens on 127.0.0.1
 // only, so the flood reaches hello as a Service's traffic reaches a pod:
@@ -35,8 +32,8 @@ func TestFlood(t *testing.T) {
 	greet(t, addr, "Flood")
 
 	pid := docker(t, "inspect", "-f", "{{.State.Pid}}", name)
-	out, err := tryRun("go", "run", "./bench", "flood", "-addr", addr, "-conns", floodConns, "-pid", pid)
-	t.Logf("go run ./bench flood -conns %s: %s", floodConns, out)
+	out, err := tryRun("go", "run", "./bench", "flood", "-addr", addr, "-pid", pid)
+	t.Logf("go run ./bench flood: %s", out)
 	if err != nil {
 		t.Errorf("the flood saw socket errors or could not run: %v", err)
 	}
