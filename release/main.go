@@ -31,6 +31,7 @@ package main
 import (
 	"bytes"
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -419,14 +420,26 @@ func head(tag name.Tag, opts []remote.Option) (*v1.Descriptor, error) {
 	return desc, err
 }
 
+// keyOnly is a sigstore trusted root that trusts nothing (no Fulcio, no
+// Rekor, no timestamp authority): a signature verifies by the key alone.
+// Without --trusted-root, cosign v2.6.5's verify and verify-attestation
+// fetch Sigstore's public one through TUF, a look-up of
+// tuf-repo-cdn.sigstore.dev, before they read the key, even with
+// --insecure-ignore-tlog, and use nothing of it for a key. With it, the
+// release path sends nothing off this machine.
+//
+//go:embed trusted-root.json
+var keyOnly string
+
 // cosignVerify runs `cosign verify` or `cosign verify-attestation` with a key
-// and no transparency log, and returns what it printed on stdout. Its error
-// holds the last line cosign printed on stderr.
+// and no transparency log, offline (keyOnly, read from stdin), and returns
+// what it printed on stdout. Its error holds the last line cosign printed on
+// stderr.
 func cosignVerify(ctx context.Context, cosign, command, key string, args ...string) ([]byte, error) {
-	args = append([]string{command, "--key", key, "--insecure-ignore-tlog=true", "--output", "json"}, args...)
+	args = append([]string{command, "--key", key, "--insecure-ignore-tlog=true", "--trusted-root", "/dev/stdin", "--output", "json"}, args...)
 	cmd := exec.CommandContext(ctx, cosign, args...) // #nosec G204 G702 -- the cosign the Makefile pinned, on the reference being deployed
 	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(keyOnly), &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
 		return nil, fmt.Errorf("%v: %s", err, lines[len(lines)-1])
