@@ -8,6 +8,7 @@
 //	release tag REGISTRY/IMAGE@DIGEST TAG
 //	release verify -cosign PATH -key PUB [-key PUB...] REGISTRY/IMAGE:TAG
 //	release registry [-q] REGISTRY
+//	release policy -name NAME -key PUB [-key PUB...] REGISTRY/IMAGE
 //
 // push reads a `docker save` archive, rewrites what makes two builds of one
 // commit differ (every timestamp becomes -epoch; the history and the classic
@@ -21,7 +22,10 @@
 // otherwise it says on one line why the image is refused, and exits 1.
 // registry prints whether the rule below lets REGISTRY speak plain HTTP,
 // true or false, once its /v2/ has answered within 5 s; otherwise it says on
-// one line why not.
+// one line why not. policy prints the ClusterImagePolicies NAME-signed and
+// NAME-sbom that make the cluster's admission webhook (sigstore
+// policy-controller) want the same of every image of REGISTRY/IMAGE: a
+// signature and an SBOM attestation by one of the keys (policy.go).
 //
 // One rule (registry.go) decides how each command, and the cosign it runs,
 // speaks to the registry: REGISTRY_INSECURE in the environment, true or
@@ -65,7 +69,7 @@ func main() {
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: release push|index|tag|verify|registry ... (see the doc comment of release/main.go)")
+		return errors.New("usage: release push|index|tag|verify|registry|policy ... (see the doc comment of release/main.go)")
 	}
 	fs := flag.NewFlagSet("release "+args[0], flag.ContinueOnError)
 	epoch := fs.Int64("epoch", 0, "push: every timestamp in the image, in seconds since 1970 (SOURCE_DATE_EPOCH)")
@@ -74,12 +78,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs.Func("key", "push, index: the signer's public key, and any other trusted one; verify: a public key the signature and the SBOM attestation must verify with (repeat it to trust several)",
 		func(key string) error { ring.keys = append(ring.keys, key); return nil })
 	quiet := fs.Bool("q", false, "registry: print true or false only, not why")
+	prefix := fs.String("name", "", "policy: the policies' names are NAME-signed and NAME-sbom")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	usage := fmt.Errorf("usage: release %s: wrong arguments %q (see the doc comment of release/main.go)", args[0], args[1:])
 	if args[0] == "registry" && fs.NArg() == 1 {
 		return registryCommand(ctx, fs.Arg(0), *quiet, getenv, stdout, os.Stderr)
+	}
+	if args[0] == "policy" && fs.NArg() == 1 && *prefix != "" && len(ring.keys) > 0 {
+		return policy(*prefix, fs.Arg(0), ring.keys, stdout) // it speaks to no registry
 	}
 	target := fs.Arg(0) // the image written or read: its registry is the one the rule is asked about
 	if args[0] == "push" {
