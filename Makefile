@@ -165,7 +165,10 @@ docker-run: docker-build ## Run the image on 127.0.0.1:$(PORT), locked down as i
 # does $(TAG) move to it, so the tag never names an unsigned image. Before
 # anything is pushed, release push refuses when $(TAG) names another digest
 # signed by SIGNING_KEY or a key of VERIFY_KEY: a tag names one build
-# (docs/image.md#a-tag-names-one-build). No transparency log is written:
+# (docs/image.md#a-tag-names-one-build). With PLATFORMS, the index is signed
+# and attested too, with an SBOM that lists its images (release index), as
+# the cluster's admission checks the digest a pod names: the index's.
+# No transparency log is written:
 # docs/image.md says what one adds.
 # The recipe sets $insecure from `release registry`, for cosign's flags.
 COSIGN_KEYED = --key $(SIGNING_KEY) --tlog-upload=false --yes \
@@ -193,9 +196,10 @@ else
 	done
 	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; $(SIGNER_PUB); \
 	insecure=$$($(RELEASE) registry -q $(REGISTRY_HOST)); \
-	ref=$$($(RELEASE) index -cosign $(COSIGN) -key "$$dir/signer.pub" $(VERIFY_KEY:%=-key %) \
+	ref=$$($(RELEASE) index -cosign $(COSIGN) -key "$$dir/signer.pub" $(VERIFY_KEY:%=-key %) -sbom "$$dir/sbom.json" \
 		$(REGISTRY)/$(IMAGE):$(TAG) $(ARCHS:%=$(REGISTRY)/$(IMAGE):$(TAG)-%)); \
 	echo "pushed $$ref"; $(COSIGN_SIGN) "$$ref"; \
+	$(COSIGN) attest $(COSIGN_KEYED) --replace --type cyclonedx --predicate "$$dir/sbom.json" "$$ref"; \
 	$(RELEASE) tag "$$ref" $(TAG); echo "tagged $(REGISTRY)/$(IMAGE):$(TAG)"; \
 	echo "$$ref"
 endif

@@ -4,7 +4,7 @@
 // its own so that hello's go.mod stays empty.
 //
 //	release push -epoch SECONDS -cosign PATH -key PUB IMAGE.tar REGISTRY/IMAGE:TAG
-//	release index -cosign PATH -key PUB REGISTRY/IMAGE:TAG REGISTRY/IMAGE:TAG-ARCH...
+//	release index -cosign PATH -key PUB -sbom FILE REGISTRY/IMAGE:TAG REGISTRY/IMAGE:TAG-ARCH...
 //	release tag REGISTRY/IMAGE@DIGEST TAG
 //	release verify -cosign PATH -key PUB [-key PUB...] REGISTRY/IMAGE:TAG
 //	release registry [-q] REGISTRY
@@ -14,8 +14,10 @@
 // commit differ (every timestamp becomes -epoch; the history and the classic
 // builder's parent image ID go), pushes it by digest and prints
 // REGISTRY/IMAGE@DIGEST. index pushes one index over images already pushed,
-// by digest too. Neither moves TAG, and both refuse, before pushing anything,
-// when TAG names another digest that the key signed: a tag names one build.
+// by digest too, and writes the index's CycloneDX SBOM (its images) to FILE
+// for cosign to attest. Neither moves TAG, and both refuse, before pushing
+// anything, when TAG names another digest that the key signed: a tag names
+// one build.
 // tag points TAG at the digest once the Makefile has signed it. verify prints
 // the digest TAG points at, once cosign has verified with one of the keys its
 // signature, made for that tag in that repository, and its SBOM attestation;
@@ -79,6 +81,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		func(key string) error { ring.keys = append(ring.keys, key); return nil })
 	quiet := fs.Bool("q", false, "registry: print true or false only, not why")
 	prefix := fs.String("name", "", "policy: the policies' names are NAME-signed and NAME-sbom")
+	sbom := fs.String("sbom", "", "index: where to write the index's CycloneDX SBOM, which lists its images")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -109,8 +112,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	switch {
 	case args[0] == "push" && fs.NArg() == 2 && len(ring.keys) > 0:
 		err = push(ctx, fs.Arg(0), fs.Arg(1), time.Unix(*epoch, 0).UTC(), reg, ring, stdout, opts)
-	case args[0] == "index" && fs.NArg() >= 2 && len(ring.keys) > 0:
-		err = index(ctx, fs.Arg(0), fs.Args()[1:], reg, ring, stdout, opts)
+	case args[0] == "index" && fs.NArg() >= 2 && len(ring.keys) > 0 && *sbom != "":
+		err = index(ctx, fs.Arg(0), fs.Args()[1:], *sbom, reg, ring, stdout, opts)
 	case args[0] == "tag" && fs.NArg() == 2:
 		err = tag(fs.Arg(0), fs.Arg(1), reg, opts)
 	case args[0] == "verify" && fs.NArg() == 1 && len(ring.keys) > 0:
@@ -161,8 +164,9 @@ func push(ctx context.Context, archive, tag string, epoch time.Time, reg registr
 }
 
 // index pushes by digest (pushByDigest) one index of the images the other
-// tags name, each under the platform its config records.
-func index(ctx context.Context, tag string, images []string, reg registry, ring keyring, stdout io.Writer, opts []remote.Option) error {
+// tags name, each under the platform its config records, and writes to sbom
+// the index's SBOM (indexSBOM).
+func index(ctx context.Context, tag string, images []string, sbom string, reg registry, ring keyring, stdout io.Writer, opts []remote.Option) error {
 	ref, err := name.NewTag(tag, reg.names...)
 	if err != nil {
 		return err
@@ -183,7 +187,54 @@ func index(ctx context.Context, tag string, images []string, reg registry, ring 
 		}
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: config.Platform()}})
 	}
+	if err := indexSBOM(ref.Context(), idx, sbom); err != nil {
+		return err
+	}
 	return pushByDigest(ctx, ref, idx, ring, stdout, opts)
+}
+
+// indexSBOM writes to path a CycloneDX SBOM of the index idx of repo: one
+// container component per image, by digest and platform. Each image carries
+// the SBOM of its binary; this one is what the index itself is made of, so
+// that a check that reads the attestations of the digest a pod names (the
+// cluster's admission webhook does) finds one for an index too.
+func indexSBOM(repo name.Repository, idx v1.ImageIndex, path string) error {
+	manifest, err := idx.IndexManifest()
+	if err != nil {
+		return err
+	}
+	type property struct {
+		Name  string `json:"name"`
+		Value string `json:"value"`
+	}
+	type component struct {
+		Type       string     `json:"type"`
+		Name       string     `json:"name"`
+		Version    string     `json:"version"`
+		Properties []property `json:"properties,omitempty"`
+	}
+	bom := struct {
+		BOMFormat   string `json:"bomFormat"`
+		SpecVersion string `json:"specVersion"`
+		Version     int    `json:"version"`
+		Metadata    struct {
+			Component struct {
+				Type string `json:"type"`
+				Name string `json:"name"`
+			} `json:"component"`
+		} `json:"metadata"`
+		Components []component `json:"components"`
+	}{BOMFormat: "CycloneDX", SpecVersion: "1.5", Version: 1}
+	bom.Metadata.Component.Type, bom.Metadata.Component.Name = "container", repo.Name()
+	for _, m := range manifest.Manifests {
+		bom.Components = append(bom.Components, component{Type: "container", Name: repo.Name(), Version: m.Digest.String(),
+			Properties: []property{{Name: "platform", Value: m.Platform.String()}}})
+	}
+	out, err := json.MarshalIndent(bom, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(out, '\n'), 0o600) // #nosec G703 -- the file the Makefile names, in its own temporary folder
 }
 
 // pushByDigest pushes what, an image or an index, into tag's repository by
