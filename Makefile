@@ -327,6 +327,20 @@ patches:
     patch: '[{"op": "replace", "path": "/spec/rules/0/host", "value": "$(HOST)"}]'
 endef
 export OVERLAY
+# The namespace's opt-in to policy-controller's checks, added to the
+# overlay's patches once the image policies are Ready.
+define OPT_IN
+  - target: {kind: Namespace}
+    patch: '[{"op": "add", "path": "/metadata/labels/policy.sigstore.dev~1include", "value": "true"}]'
+endef
+export OPT_IN
+# sigstore policy-controller's API: a cluster that serves it checks images at
+# admission. HAS_ADMISSION sets $$admission to yes or no; when kubectl cannot
+# list the APIs, its error stops make.
+ADMISSION_API := policy.sigstore.dev/v1beta1
+HAS_ADMISSION = apis=$$($(KUBECTL_CTX) api-versions) && \
+	admission=$$(printf '%s\n' "$$apis" | grep -qx '$(ADMISSION_API)' && echo yes || echo no)
+POLICIES = clusterimagepolicy/$(NAMESPACE)-signed clusterimagepolicy/$(NAMESPACE)-sbom
 # kustomize only accepts a relative path to k8s/, hence a folder inside the repo.
 WITH_OVERLAY = mkdir -p .cache && dir=$$(mktemp -d .cache/overlay.XXXXXX) && trap 'rm -rf "$$dir"' EXIT && \
 	echo "$$OVERLAY" | sed "s/\"DIGEST\"/\"$${DIGEST-}\"/" >"$$dir/kustomization.yaml" &&
@@ -339,15 +353,30 @@ WITH_OVERLAY = mkdir -p .cache && dir=$$(mktemp -d .cache/overlay.XXXXXX) && tra
 # that is unsigned, signed by another key, signed for another repository (copied)
 # or another tag (the tag was moved), or without an SBOM attestation by that key.
 #
+# Then, when the cluster runs sigstore policy-controller (it serves
+# $(ADMISSION_API)), the cluster checks every pod too
+# (docs/kubernetes.md#admission): first the two ClusterImagePolicies that
+# release policy writes, applied and Ready (only a running webhook makes
+# them Ready); only then the namespace's opt-in label, with the rest of k8s/,
+# so no pod of hello's is ever checked before its policies are in force.
+# Without that API, one line says so, and the apply goes on.
+#
 # The Deployment names no replicas, so a first apply creates 1 pod; the
 # autoscaler's first pass (within 15 s, with or without metrics) raises it to
 # minReplicas. Waiting for that pass makes the rollout wait for all of them.
-kubernetes-apply: cluster-check $(RELEASE) $(COSIGN_DEP) ## Deploy $(REGISTRY)/$(IMAGE):$(TAG) by its digest, once its signature and SBOM verify with VERIFY_KEY
+kubernetes-apply: cluster-check $(RELEASE) $(COSIGN_DEP) ## Deploy $(REGISTRY)/$(IMAGE):$(TAG) by its digest, once its signature and SBOM verify with VERIFY_KEY; with policy-controller, the cluster checks too
 	@case "$(TAG)" in latest|"") echo "TAG='$(TAG)': deploy a version (make kubernetes-apply TAG=v1.2.3), never latest"; exit 1;; esac
 	@for key in $(VERIFY_KEY); do case "$$key" in *://*) ;; *) test -f "$$key" || { echo "No public key at $$key (VERIFY_KEY=$(VERIFY_KEY)): set VERIFY_KEY to the key that signed the image (make docker-push makes a pair on first use)"; exit 1; };; esac; done
 	@DIGEST=$$($(RELEASE) verify -cosign $(COSIGN) $(VERIFY_KEY:%=-key %) $(REGISTRY)/$(IMAGE):$(TAG)) && \
 	echo "$(REGISTRY)/$(IMAGE):$(TAG) is $$DIGEST: signed for $(TAG), SBOM attested, by $(if $(word 2,$(VERIFY_KEY)),one of the keys,the key) $(VERIFY_KEY)" && \
-	$(WITH_OVERLAY) $(KUBECTL_CTX) apply -k "$$dir"
+	$(WITH_OVERLAY) $(HAS_ADMISSION) && if [ "$$admission" = yes ]; then \
+		$(RELEASE) policy -name $(NAMESPACE) $(VERIFY_KEY:%=-key %) $(REGISTRY)/$(IMAGE) >"$$dir/policy.json" && \
+		$(KUBECTL_CTX) apply -f "$$dir/policy.json" && \
+		{ $(KUBECTL_CTX) wait --for=condition=Ready --timeout=1m $(POLICIES) || \
+			{ echo "the image policies are not Ready: does policy-controller's webhook run? (kubectl -n cosign-system get pods)"; exit 1; }; } && \
+		echo "$$OPT_IN" >>"$$dir/kustomization.yaml"; \
+	else echo "this cluster does not enforce signatures (it serves no $(ADMISSION_API)): only make checked this image; install sigstore policy-controller to have every pod checked (docs/kubernetes.md#admission)"; fi && \
+	$(KUBECTL_CTX) apply -k "$$dir"
 	$(KUBECTL_CTX) -n $(NAMESPACE) wait horizontalpodautoscaler/hello --for=condition=AbleToScale --timeout=1m
 	$(KUBECTL_CTX) -n $(NAMESPACE) rollout status deployment/hello --timeout=3m
 	@echo "hello $(TAG) serves in namespace $(NAMESPACE). Reach it:"
@@ -355,8 +384,12 @@ kubernetes-apply: cluster-check $(RELEASE) $(COSIGN_DEP) ## Deploy $(REGISTRY)/$
 	@echo "  from this machine:    $(KUBECTL_CTX) -n $(NAMESPACE) port-forward service/hello $(PORT):80"
 	@echo "                        curl http://127.0.0.1:$(PORT)/you"
 
-kubernetes-delete: cluster-check ## Delete everything kubernetes-apply created, the namespace too; fine when nothing is there
-	@$(WITH_OVERLAY) $(KUBECTL_CTX) delete -k "$$dir" --ignore-not-found --wait
+# The image policies go too: they are this namespace's (named for it), and
+# left behind they would go on deciding, in every opted-in namespace, which
+# images of $(REGISTRY)/$(IMAGE) run, by keys no deployment names any more.
+kubernetes-delete: cluster-check ## Delete everything kubernetes-apply created: the namespace, and its image policies; fine when nothing is there
+	@$(WITH_OVERLAY) $(KUBECTL_CTX) delete -k "$$dir" --ignore-not-found --wait && \
+	$(HAS_ADMISSION) && if [ "$$admission" = yes ]; then $(KUBECTL_CTX) delete --ignore-not-found $(POLICIES); fi
 
 kubectl-check:
 	@command -v $(KUBECTL) >/dev/null || { echo "$(KUBECTL) not found: install kubectl or set KUBECTL=/path/to/kubectl"; exit 1; }

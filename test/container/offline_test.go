@@ -30,7 +30,7 @@ func TestOffline(t *testing.T) {
 	}
 	registry := startRegistry(t)
 	img := newImage(t, registry)
-	kubectl, _ := fakeKubectl(t)
+	kubectl, applied := fakeKubectl(t)
 	traces := t.TempDir()
 	for i, call := range []struct {
 		knobs  []string
@@ -50,6 +50,9 @@ func TestOffline(t *testing.T) {
 		}
 		for _, left := range leaks(t, trace) {
 			t.Errorf("make %s sent something off this machine: %s", target, left)
+		}
+		if target == "kubernetes-apply" {
+			checkNotEnforced(t, out, applied())
 		}
 	}
 }
@@ -112,4 +115,21 @@ func leaks(t *testing.T, trace string) []string {
 		}
 	}
 	return found
+}
+
+// checkNotEnforced wants make kubernetes-apply, on a cluster without
+// policy-controller (the stand-in kubectl lists no API), to say so in one
+// line and to apply all the same.
+func checkNotEnforced(t *testing.T, out, kubectl string) {
+	t.Helper()
+	const line = "this cluster does not enforce signatures"
+	if strings.Count(out, line) != 1 || !strings.Contains(kubectl, "apply -k") {
+		t.Errorf("make kubernetes-apply on a cluster without policy-controller: want one line saying %q and kubectl apply -k; kubectl ran %q:\n%s",
+			line, kubectl, out)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, line) {
+			t.Logf("make kubernetes-apply on a cluster without policy-controller: %s", l)
+		}
+	}
 }
