@@ -301,7 +301,14 @@ K3S_DIR      := $(TOOLS)/k3s-$(K3S_SHA256)
 K3S_BIN      := $(K3S_DIR)/k3s
 K3S          ?= $(K3S_BIN)
 K3S_TEMPLATE := $(K3S_DIR)/config-v3.toml.tmpl
-KNOBS += NAMESPACE KUBE_CONTEXT HOST KUBECTL INGRESS_URL K3S_SOURCE K3S_SHA256 K3S
+# sigstore policy-controller, the admission webhook the built-in cluster runs
+# (docs/kubernetes.md#admission): the binary, and the manifests its module
+# ships (config/), in the tools cache.
+POLICY_CONTROLLER_VERSION ?= v0.13.1
+POLICY_CONTROLLER_DIR := $(TOOLS)/policy-controller-$(POLICY_CONTROLLER_VERSION)
+POLICY_CONTROLLER_BIN := $(POLICY_CONTROLLER_DIR)/policy-controller
+POLICY_CONTROLLER_CONFIG := $(POLICY_CONTROLLER_DIR)/config
+KNOBS += NAMESPACE KUBE_CONTEXT HOST KUBECTL INGRESS_URL K3S_SOURCE K3S_SHA256 K3S POLICY_CONTROLLER_VERSION
 # What make e2e needs built first: the pinned k3s, unless K3S names another.
 K3S_DEP = $(filter $(K3S_BIN),$(K3S))
 
@@ -410,8 +417,10 @@ cluster-check: kubectl-check
 # The e2e suite builds its own cluster unless KUBECONFIG names one; then
 # REGISTRY must be a registry that cluster pulls from, and HOST and
 # INGRESS_URL are the Ingress's host and the cluster's ingress controller.
-e2e: $(REGISTRY_BIN) $(COSIGN_BIN) $(CYCLONEDX) $(RELEASE) $(if $(KUBECONFIG),,$(K3S_DEP) $(K3S_TEMPLATE) $(TRAEFIK_BIN)) ## Build, push, deploy, serve, check the NetworkPolicy, roll, autoscale, delete on a real cluster (k3s, built here unless KUBECONFIG is set)
+e2e: $(REGISTRY_BIN) $(COSIGN_BIN) $(CYCLONEDX) $(RELEASE) $(if $(KUBECONFIG),,$(K3S_DEP) $(K3S_TEMPLATE) $(TRAEFIK_BIN) $(POLICY_CONTROLLER_BIN) $(POLICY_CONTROLLER_CONFIG)/kustomization.yaml) ## Build, push, deploy, serve, check the NetworkPolicy and admission, roll, autoscale, delete on a real cluster (k3s, built here unless KUBECONFIG is set)
 	cd test/e2e && K3S=$(abspath $(K3S)) K3S_TEMPLATE=$(K3S_TEMPLATE) REGISTRY_BIN=$(REGISTRY_BIN) TRAEFIK_BIN=$(TRAEFIK_BIN) \
+		POLICY_CONTROLLER_BIN=$(POLICY_CONTROLLER_BIN) POLICY_CONTROLLER_VERSION=$(POLICY_CONTROLLER_VERSION) \
+		POLICY_CONTROLLER_CONFIG=$(POLICY_CONTROLLER_CONFIG) COSIGN_BIN=$(COSIGN_BIN) \
 		E2E_REGISTRY=$(if $(filter command environment,$(origin REGISTRY)),$(REGISTRY)) E2E_KUBECTL=$(KUBECTL) \
 		E2E_HOST=$(if $(filter command environment,$(origin HOST)),$(HOST)) E2E_INGRESS_URL=$(INGRESS_URL) \
 		go test -count=1 -v -timeout 30m .
@@ -424,6 +433,32 @@ $(K3S_BIN): test/e2e/k3s/build
 
 $(K3S_TEMPLATE): test/e2e/k3s/template test/e2e/k3s/containerd-template.diff
 	test/e2e/k3s/template $(K3S_SOURCE) $(K3S_SHA256) $@
+
+# policy-controller's module, fetched into the Go module cache (from /, so
+# outside hello's module): its folder there, into $$src.
+POLICY_CONTROLLER_SRC = src=$$(cd / && go mod download -json github.com/sigstore/policy-controller@$(POLICY_CONTROLLER_VERSION) | \
+	awk -F'"' '$$2 == "Dir" {print $$4}'); test -n "$$src"
+
+# policy-controller's go.mod has replace directives, so go install refuses
+# it: it builds inside a copy of its own module, with that module's go.mod
+# and go.sum, as its ko build does (CGO_ENABLED=0, -trimpath), only the
+# webhook; the binary moves into place last.
+$(POLICY_CONTROLLER_BIN):
+	@echo "policy-controller: building sigstore policy-controller $(POLICY_CONTROLLER_VERSION) once into $(@D); later runs reuse it"
+	@set -e; dir=$$(mktemp -d); trap 'chmod -R u+w "$$dir"; rm -rf "$$dir"' EXIT; $(POLICY_CONTROLLER_SRC); \
+	cp -R "$$src" "$$dir/module"; chmod -R u+w "$$dir/module"; \
+	(cd "$$dir/module" && CGO_ENABLED=0 go build -trimpath \
+		-ldflags '-s -w -buildid= -X sigs.k8s.io/release-utils/version.gitVersion=$(POLICY_CONTROLLER_VERSION)' \
+		-o "$$dir/policy-controller" ./cmd/webhook); \
+	mkdir -p $(@D); mv "$$dir/policy-controller" $@
+
+# Its manifests, as its module ships them; the suite's overlay adds the
+# Deployment (webhook.yaml, which upstream's release resolves on its own) and
+# the image.
+$(POLICY_CONTROLLER_CONFIG)/kustomization.yaml:
+	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; $(POLICY_CONTROLLER_SRC); \
+	cp -R "$$src/config" "$$dir/config"; chmod -R u+w "$$dir/config"; \
+	mkdir -p $(POLICY_CONTROLLER_DIR); rm -rf $(@D); mv "$$dir/config" $(@D)
 
 $(TRAEFIK_BIN): test/e2e/traefik/go.mod test/e2e/traefik/go.sum
 	@echo "traefik: building $(TRAEFIK_VERSION) once into $(@D); later runs reuse it"
