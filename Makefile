@@ -159,7 +159,10 @@ docker-run: docker-build ## Run the image on 127.0.0.1:$(PORT), locked down as i
 # does $(TAG) move to it, so the tag never names an unsigned image. Before
 # anything is pushed, release push refuses when $(TAG) names another digest
 # signed by SIGNING_KEY or a key of VERIFY_KEY: a tag names one build
-# (docs/image.md#a-tag-names-one-build). No transparency log is written:
+# (docs/image.md#a-tag-names-one-build). With PLATFORMS, the index is signed
+# and attested too, with an SBOM that lists its images (release index), as
+# the cluster's admission checks the digest a pod names: the index's.
+# No transparency log is written:
 # docs/image.md says what one adds.
 # The recipe sets $insecure from `release registry`, for cosign's flags.
 COSIGN_KEYED = --key $(SIGNING_KEY) --tlog-upload=false --yes \
@@ -187,9 +190,10 @@ else
 	done
 	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; $(SIGNER_PUB); \
 	insecure=$$($(RELEASE) registry -q $(REGISTRY_HOST)); \
-	ref=$$($(RELEASE) index -cosign $(COSIGN) -key "$$dir/signer.pub" $(VERIFY_KEY:%=-key %) \
+	ref=$$($(RELEASE) index -cosign $(COSIGN) -key "$$dir/signer.pub" $(VERIFY_KEY:%=-key %) -sbom "$$dir/sbom.json" \
 		$(REGISTRY)/$(IMAGE):$(TAG) $(ARCHS:%=$(REGISTRY)/$(IMAGE):$(TAG)-%)); \
 	echo "pushed $$ref"; $(COSIGN_SIGN) "$$ref"; \
+	$(COSIGN) attest $(COSIGN_KEYED) --replace --type cyclonedx --predicate "$$dir/sbom.json" "$$ref"; \
 	$(RELEASE) tag "$$ref" $(TAG); echo "tagged $(REGISTRY)/$(IMAGE):$(TAG)"; \
 	echo "$$ref"
 endif
@@ -291,7 +295,14 @@ K3S_DIR      := $(TOOLS)/k3s-$(K3S_SHA256)
 K3S_BIN      := $(K3S_DIR)/k3s
 K3S          ?= $(K3S_BIN)
 K3S_TEMPLATE := $(K3S_DIR)/config-v3.toml.tmpl
-KNOBS += NAMESPACE KUBE_CONTEXT HOST KUBECTL INGRESS_URL K3S_SOURCE K3S_SHA256 K3S
+# sigstore policy-controller, the admission webhook the built-in cluster runs
+# (docs/kubernetes.md#admission): the binary, and the manifests its module
+# ships (config/), in the tools cache.
+POLICY_CONTROLLER_VERSION ?= v0.13.1
+POLICY_CONTROLLER_DIR := $(TOOLS)/policy-controller-$(POLICY_CONTROLLER_VERSION)
+POLICY_CONTROLLER_BIN := $(POLICY_CONTROLLER_DIR)/policy-controller
+POLICY_CONTROLLER_CONFIG := $(POLICY_CONTROLLER_DIR)/config
+KNOBS += NAMESPACE KUBE_CONTEXT HOST KUBECTL INGRESS_URL K3S_SOURCE K3S_SHA256 K3S POLICY_CONTROLLER_VERSION
 # What make e2e needs built first: the pinned k3s, unless K3S names another.
 K3S_DEP = $(filter $(K3S_BIN),$(K3S))
 
@@ -317,6 +328,20 @@ patches:
     patch: '[{"op": "replace", "path": "/spec/rules/0/host", "value": "$(HOST)"}]'
 endef
 export OVERLAY
+# The namespace's opt-in to policy-controller's checks, added to the
+# overlay's patches once the image policies are Ready.
+define OPT_IN
+  - target: {kind: Namespace}
+    patch: '[{"op": "add", "path": "/metadata/labels/policy.sigstore.dev~1include", "value": "true"}]'
+endef
+export OPT_IN
+# sigstore policy-controller's API: a cluster that serves it checks images at
+# admission. HAS_ADMISSION sets $$admission to yes or no; when kubectl cannot
+# list the APIs, its error stops make.
+ADMISSION_API := policy.sigstore.dev/v1beta1
+HAS_ADMISSION = apis=$$($(KUBECTL_CTX) api-versions) && \
+	admission=$$(printf '%s\n' "$$apis" | grep -qx '$(ADMISSION_API)' && echo yes || echo no)
+POLICIES = clusterimagepolicy/$(NAMESPACE)-signed clusterimagepolicy/$(NAMESPACE)-sbom
 # kustomize only accepts a relative path to k8s/, hence a folder inside the repo.
 WITH_OVERLAY = mkdir -p .cache && dir=$$(mktemp -d .cache/overlay.XXXXXX) && trap 'rm -rf "$$dir"' EXIT && \
 	echo "$$OVERLAY" | sed "s/\"DIGEST\"/\"$${DIGEST-}\"/" >"$$dir/kustomization.yaml" &&
@@ -329,15 +354,30 @@ WITH_OVERLAY = mkdir -p .cache && dir=$$(mktemp -d .cache/overlay.XXXXXX) && tra
 # that is unsigned, signed by another key, signed for another repository (copied)
 # or another tag (the tag was moved), or without an SBOM attestation by that key.
 #
+# Then, when the cluster runs sigstore policy-controller (it serves
+# $(ADMISSION_API)), the cluster checks every pod too
+# (docs/kubernetes.md#admission): first the two ClusterImagePolicies that
+# release policy writes, applied and Ready (only a running webhook makes
+# them Ready); only then the namespace's opt-in label, with the rest of k8s/,
+# so no pod of hello's is ever checked before its policies are in force.
+# Without that API, one line says so, and the apply goes on.
+#
 # The Deployment names no replicas, so a first apply creates 1 pod; the
 # autoscaler's first pass (within 15 s, with or without metrics) raises it to
 # minReplicas. Waiting for that pass makes the rollout wait for all of them.
-kubernetes-apply: cluster-check $(RELEASE) $(COSIGN_DEP) ## Deploy $(REGISTRY)/$(IMAGE):$(TAG) by its digest, once its signature and SBOM verify with VERIFY_KEY
+kubernetes-apply: cluster-check $(RELEASE) $(COSIGN_DEP) ## Deploy $(REGISTRY)/$(IMAGE):$(TAG) by its digest, once its signature and SBOM verify with VERIFY_KEY; with policy-controller, the cluster checks too
 	@case "$(TAG)" in latest|"") echo "TAG='$(TAG)': deploy a version (make kubernetes-apply TAG=v1.2.3), never latest"; exit 1;; esac
 	@for key in $(VERIFY_KEY); do case "$$key" in *://*) ;; *) test -f "$$key" || { echo "No public key at $$key (VERIFY_KEY=$(VERIFY_KEY)): set VERIFY_KEY to the key that signed the image (make docker-push makes a pair on first use)"; exit 1; };; esac; done
 	@DIGEST=$$($(RELEASE) verify -cosign $(COSIGN) $(VERIFY_KEY:%=-key %) $(REGISTRY)/$(IMAGE):$(TAG)) && \
 	echo "$(REGISTRY)/$(IMAGE):$(TAG) is $$DIGEST: signed for $(TAG), SBOM attested, by $(if $(word 2,$(VERIFY_KEY)),one of the keys,the key) $(VERIFY_KEY)" && \
-	$(WITH_OVERLAY) $(KUBECTL_CTX) apply -k "$$dir"
+	$(WITH_OVERLAY) $(HAS_ADMISSION) && if [ "$$admission" = yes ]; then \
+		$(RELEASE) policy -name $(NAMESPACE) $(VERIFY_KEY:%=-key %) $(REGISTRY)/$(IMAGE) >"$$dir/policy.json" && \
+		$(KUBECTL_CTX) apply -f "$$dir/policy.json" && \
+		{ $(KUBECTL_CTX) wait --for=condition=Ready --timeout=1m $(POLICIES) || \
+			{ echo "the image policies are not Ready: does policy-controller's webhook run? (kubectl -n cosign-system get pods)"; exit 1; }; } && \
+		echo "$$OPT_IN" >>"$$dir/kustomization.yaml"; \
+	else echo "this cluster does not enforce signatures (it serves no $(ADMISSION_API)): only make checked this image; install sigstore policy-controller to have every pod checked (docs/kubernetes.md#admission)"; fi && \
+	$(KUBECTL_CTX) apply -k "$$dir"
 	$(KUBECTL_CTX) -n $(NAMESPACE) wait horizontalpodautoscaler/hello --for=condition=AbleToScale --timeout=1m
 	$(KUBECTL_CTX) -n $(NAMESPACE) rollout status deployment/hello --timeout=3m
 	@echo "hello $(TAG) serves in namespace $(NAMESPACE). Reach it:"
@@ -345,8 +385,12 @@ kubernetes-apply: cluster-check $(RELEASE) $(COSIGN_DEP) ## Deploy $(REGISTRY)/$
 	@echo "  from this machine:    $(KUBECTL_CTX) -n $(NAMESPACE) port-forward service/hello $(PORT):80"
 	@echo "                        curl http://127.0.0.1:$(PORT)/you"
 
-kubernetes-delete: cluster-check ## Delete everything kubernetes-apply created, the namespace too; fine when nothing is there
-	@$(WITH_OVERLAY) $(KUBECTL_CTX) delete -k "$$dir" --ignore-not-found --wait
+# The image policies go too: they are this namespace's (named for it), and
+# left behind they would go on deciding, in every opted-in namespace, which
+# images of $(REGISTRY)/$(IMAGE) run, by keys no deployment names any more.
+kubernetes-delete: cluster-check ## Delete everything kubernetes-apply created: the namespace, and its image policies; fine when nothing is there
+	@$(WITH_OVERLAY) $(KUBECTL_CTX) delete -k "$$dir" --ignore-not-found --wait && \
+	$(HAS_ADMISSION) && if [ "$$admission" = yes ]; then $(KUBECTL_CTX) delete --ignore-not-found $(POLICIES); fi
 
 kubectl-check:
 	@command -v $(KUBECTL) >/dev/null || { echo "$(KUBECTL) not found: install kubectl or set KUBECTL=/path/to/kubectl"; exit 1; }
@@ -367,8 +411,10 @@ cluster-check: kubectl-check
 # The e2e suite builds its own cluster unless KUBECONFIG names one; then
 # REGISTRY must be a registry that cluster pulls from, and HOST and
 # INGRESS_URL are the Ingress's host and the cluster's ingress controller.
-e2e: $(REGISTRY_BIN) $(COSIGN_BIN) $(CYCLONEDX) $(RELEASE) $(if $(KUBECONFIG),,$(K3S_DEP) $(K3S_TEMPLATE) $(TRAEFIK_BIN)) ## Build, push, deploy, serve, check the NetworkPolicy, roll, autoscale, delete on a real cluster (k3s, built here unless KUBECONFIG is set)
+e2e: $(REGISTRY_BIN) $(COSIGN_BIN) $(CYCLONEDX) $(RELEASE) $(if $(KUBECONFIG),,$(K3S_DEP) $(K3S_TEMPLATE) $(TRAEFIK_BIN) $(POLICY_CONTROLLER_BIN) $(POLICY_CONTROLLER_CONFIG)/kustomization.yaml) ## Build, push, deploy, serve, check the NetworkPolicy and admission, roll, autoscale, delete on a real cluster (k3s, built here unless KUBECONFIG is set)
 	cd test/e2e && K3S=$(abspath $(K3S)) K3S_TEMPLATE=$(K3S_TEMPLATE) REGISTRY_BIN=$(REGISTRY_BIN) TRAEFIK_BIN=$(TRAEFIK_BIN) \
+		POLICY_CONTROLLER_BIN=$(POLICY_CONTROLLER_BIN) POLICY_CONTROLLER_VERSION=$(POLICY_CONTROLLER_VERSION) \
+		POLICY_CONTROLLER_CONFIG=$(POLICY_CONTROLLER_CONFIG) COSIGN_BIN=$(COSIGN_BIN) \
 		E2E_REGISTRY=$(if $(filter command environment,$(origin REGISTRY)),$(REGISTRY)) E2E_KUBECTL=$(KUBECTL) \
 		E2E_HOST=$(if $(filter command environment,$(origin HOST)),$(HOST)) E2E_INGRESS_URL=$(INGRESS_URL) \
 		go test -count=1 -v -timeout 30m .
@@ -381,6 +427,32 @@ $(K3S_BIN): test/e2e/k3s/build
 
 $(K3S_TEMPLATE): test/e2e/k3s/template test/e2e/k3s/containerd-template.diff
 	test/e2e/k3s/template $(K3S_SOURCE) $(K3S_SHA256) $@
+
+# policy-controller's module, fetched into the Go module cache (from /, so
+# outside hello's module): its folder there, into $$src.
+POLICY_CONTROLLER_SRC = src=$$(cd / && go mod download -json github.com/sigstore/policy-controller@$(POLICY_CONTROLLER_VERSION) | \
+	awk -F'"' '$$2 == "Dir" {print $$4}'); test -n "$$src"
+
+# policy-controller's go.mod has replace directives, so go install refuses
+# it: it builds inside a copy of its own module, with that module's go.mod
+# and go.sum, as its ko build does (CGO_ENABLED=0, -trimpath), only the
+# webhook; the binary moves into place last.
+$(POLICY_CONTROLLER_BIN):
+	@echo "policy-controller: building sigstore policy-controller $(POLICY_CONTROLLER_VERSION) once into $(@D); later runs reuse it"
+	@set -e; dir=$$(mktemp -d); trap 'chmod -R u+w "$$dir"; rm -rf "$$dir"' EXIT; $(POLICY_CONTROLLER_SRC); \
+	cp -R "$$src" "$$dir/module"; chmod -R u+w "$$dir/module"; \
+	(cd "$$dir/module" && CGO_ENABLED=0 go build -trimpath \
+		-ldflags '-s -w -buildid= -X sigs.k8s.io/release-utils/version.gitVersion=$(POLICY_CONTROLLER_VERSION)' \
+		-o "$$dir/policy-controller" ./cmd/webhook); \
+	mkdir -p $(@D); mv "$$dir/policy-controller" $@
+
+# Its manifests, as its module ships them; the suite's overlay adds the
+# Deployment (webhook.yaml, which upstream's release resolves on its own) and
+# the image.
+$(POLICY_CONTROLLER_CONFIG)/kustomization.yaml:
+	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; $(POLICY_CONTROLLER_SRC); \
+	cp -R "$$src/config" "$$dir/config"; chmod -R u+w "$$dir/config"; \
+	mkdir -p $(POLICY_CONTROLLER_DIR); rm -rf $(@D); mv "$$dir/config" $(@D)
 
 $(TRAEFIK_BIN): test/e2e/traefik/go.mod test/e2e/traefik/go.sum
 	@echo "traefik: building $(TRAEFIK_VERSION) once into $(@D); later runs reuse it"

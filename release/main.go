@@ -4,24 +4,30 @@
 // its own so that hello's go.mod stays empty.
 //
 //	release push -epoch SECONDS -cosign PATH -key PUB IMAGE.tar REGISTRY/IMAGE:TAG
-//	release index -cosign PATH -key PUB REGISTRY/IMAGE:TAG REGISTRY/IMAGE:TAG-ARCH...
+//	release index -cosign PATH -key PUB -sbom FILE REGISTRY/IMAGE:TAG REGISTRY/IMAGE:TAG-ARCH...
 //	release tag REGISTRY/IMAGE@DIGEST TAG
 //	release verify -cosign PATH -key PUB [-key PUB...] REGISTRY/IMAGE:TAG
 //	release registry [-q] REGISTRY
+//	release policy -name NAME -key PUB [-key PUB...] REGISTRY/IMAGE
 //
 // push reads a `docker save` archive, rewrites what makes two builds of one
 // commit differ (every timestamp becomes -epoch; the history and the classic
 // builder's parent image ID go), pushes it by digest and prints
 // REGISTRY/IMAGE@DIGEST. index pushes one index over images already pushed,
-// by digest too. Neither moves TAG, and both refuse, before pushing anything,
-// when TAG names another digest that the key signed: a tag names one build.
+// by digest too, and writes the index's CycloneDX SBOM (its images) to FILE
+// for cosign to attest. Neither moves TAG, and both refuse, before pushing
+// anything, when TAG names another digest that the key signed: a tag names
+// one build.
 // tag points TAG at the digest once the Makefile has signed it. verify prints
 // the digest TAG points at, once cosign has verified with one of the keys its
 // signature, made for that tag in that repository, and its SBOM attestation;
 // otherwise it says on one line why the image is refused, and exits 1.
 // registry prints whether the rule below lets REGISTRY speak plain HTTP,
 // true or false, once its /v2/ has answered within 5 s; otherwise it says on
-// one line why not.
+// one line why not. policy prints the ClusterImagePolicies NAME-signed and
+// NAME-sbom that make the cluster's admission webhook (sigstore
+// policy-controller) want the same of every image of REGISTRY/IMAGE: a
+// signature and an SBOM attestation by one of the keys (policy.go).
 //
 // One rule (registry.go) decides how each command, and the cosign it runs,
 // speaks to the registry: REGISTRY_INSECURE in the environment, true or
@@ -31,6 +37,7 @@ package main
 import (
 	"bytes"
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -64,7 +71,7 @@ func main() {
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: release push|index|tag|verify|registry ... (see the doc comment of release/main.go)")
+		return errors.New("usage: release push|index|tag|verify|registry|policy ... (see the doc comment of release/main.go)")
 	}
 	fs := flag.NewFlagSet("release "+args[0], flag.ContinueOnError)
 	epoch := fs.Int64("epoch", 0, "push: every timestamp in the image, in seconds since 1970 (SOURCE_DATE_EPOCH)")
@@ -73,12 +80,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs.Func("key", "push, index: the signer's public key, and any other trusted one; verify: a public key the signature and the SBOM attestation must verify with (repeat it to trust several)",
 		func(key string) error { ring.keys = append(ring.keys, key); return nil })
 	quiet := fs.Bool("q", false, "registry: print true or false only, not why")
+	prefix := fs.String("name", "", "policy: the policies' names are NAME-signed and NAME-sbom")
+	sbom := fs.String("sbom", "", "index: where to write the index's CycloneDX SBOM, which lists its images")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
 	usage := fmt.Errorf("usage: release %s: wrong arguments %q (see the doc comment of release/main.go)", args[0], args[1:])
 	if args[0] == "registry" && fs.NArg() == 1 {
 		return registryCommand(ctx, fs.Arg(0), *quiet, getenv, stdout, os.Stderr)
+	}
+	if args[0] == "policy" && fs.NArg() == 1 && *prefix != "" && len(ring.keys) > 0 {
+		return policy(*prefix, fs.Arg(0), ring.keys, stdout) // it speaks to no registry
 	}
 	target := fs.Arg(0) // the image written or read: its registry is the one the rule is asked about
 	if args[0] == "push" {
@@ -100,8 +112,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	switch {
 	case args[0] == "push" && fs.NArg() == 2 && len(ring.keys) > 0:
 		err = push(ctx, fs.Arg(0), fs.Arg(1), time.Unix(*epoch, 0).UTC(), reg, ring, stdout, opts)
-	case args[0] == "index" && fs.NArg() >= 2 && len(ring.keys) > 0:
-		err = index(ctx, fs.Arg(0), fs.Args()[1:], reg, ring, stdout, opts)
+	case args[0] == "index" && fs.NArg() >= 2 && len(ring.keys) > 0 && *sbom != "":
+		err = index(ctx, fs.Arg(0), fs.Args()[1:], *sbom, reg, ring, stdout, opts)
 	case args[0] == "tag" && fs.NArg() == 2:
 		err = tag(fs.Arg(0), fs.Arg(1), reg, opts)
 	case args[0] == "verify" && fs.NArg() == 1 && len(ring.keys) > 0:
@@ -152,8 +164,9 @@ func push(ctx context.Context, archive, tag string, epoch time.Time, reg registr
 }
 
 // index pushes by digest (pushByDigest) one index of the images the other
-// tags name, each under the platform its config records.
-func index(ctx context.Context, tag string, images []string, reg registry, ring keyring, stdout io.Writer, opts []remote.Option) error {
+// tags name, each under the platform its config records, and writes to sbom
+// the index's SBOM (indexSBOM).
+func index(ctx context.Context, tag string, images []string, sbom string, reg registry, ring keyring, stdout io.Writer, opts []remote.Option) error {
 	ref, err := name.NewTag(tag, reg.names...)
 	if err != nil {
 		return err
@@ -174,7 +187,54 @@ func index(ctx context.Context, tag string, images []string, reg registry, ring 
 		}
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{Add: img, Descriptor: v1.Descriptor{Platform: config.Platform()}})
 	}
+	if err := indexSBOM(ref.Context(), idx, sbom); err != nil {
+		return err
+	}
 	return pushByDigest(ctx, ref, idx, ring, stdout, opts)
+}
+
+// indexSBOM writes to path a CycloneDX SBOM of the index idx of repo: one
+// container component per image, by digest and platform. Each image carries
+// the SBOM of its binary; this one is what the index itself is made of, so
+// that a check that reads the attestations of the digest a pod names (the
+// cluster's admission webhook does) finds one for an index too.
+func indexSBOM(repo name.Repository, idx v1.ImageIndex, path string) error {
+	manifest, err := idx.IndexManifest()
+	if err != nil {
+		return err
+	}
+	type property struct {
+		Name  string `json:"name"`
+		Value string `json:"value"`
+	}
+	type component struct {
+		Type       string     `json:"type"`
+		Name       string     `json:"name"`
+		Version    string     `json:"version"`
+		Properties []property `json:"properties,omitempty"`
+	}
+	bom := struct {
+		BOMFormat   string `json:"bomFormat"`
+		SpecVersion string `json:"specVersion"`
+		Version     int    `json:"version"`
+		Metadata    struct {
+			Component struct {
+				Type string `json:"type"`
+				Name string `json:"name"`
+			} `json:"component"`
+		} `json:"metadata"`
+		Components []component `json:"components"`
+	}{BOMFormat: "CycloneDX", SpecVersion: "1.5", Version: 1}
+	bom.Metadata.Component.Type, bom.Metadata.Component.Name = "container", repo.Name()
+	for _, m := range manifest.Manifests {
+		bom.Components = append(bom.Components, component{Type: "container", Name: repo.Name(), Version: m.Digest.String(),
+			Properties: []property{{Name: "platform", Value: m.Platform.String()}}})
+	}
+	out, err := json.MarshalIndent(bom, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(out, '\n'), 0o600) // #nosec G703 -- the file the Makefile names, in its own temporary folder
 }
 
 // pushByDigest pushes what, an image or an index, into tag's repository by
@@ -419,14 +479,26 @@ func head(tag name.Tag, opts []remote.Option) (*v1.Descriptor, error) {
 	return desc, err
 }
 
+// keyOnly is a sigstore trusted root that trusts nothing (no Fulcio, no
+// Rekor, no timestamp authority): a signature verifies by the key alone.
+// Without --trusted-root, cosign v2.6.5's verify and verify-attestation
+// fetch Sigstore's public one through TUF, a look-up of
+// tuf-repo-cdn.sigstore.dev, before they read the key, even with
+// --insecure-ignore-tlog, and use nothing of it for a key. With it, the
+// release path sends nothing off this machine.
+//
+//go:embed trusted-root.json
+var keyOnly string
+
 // cosignVerify runs `cosign verify` or `cosign verify-attestation` with a key
-// and no transparency log, and returns what it printed on stdout. Its error
-// holds the last line cosign printed on stderr.
+// and no transparency log, offline (keyOnly, read from stdin), and returns
+// what it printed on stdout. Its error holds the last line cosign printed on
+// stderr.
 func cosignVerify(ctx context.Context, cosign, command, key string, args ...string) ([]byte, error) {
-	args = append([]string{command, "--key", key, "--insecure-ignore-tlog=true", "--output", "json"}, args...)
+	args = append([]string{command, "--key", key, "--insecure-ignore-tlog=true", "--trusted-root", "/dev/stdin", "--output", "json"}, args...)
 	cmd := exec.CommandContext(ctx, cosign, args...) // #nosec G204 G702 -- the cosign the Makefile pinned, on the reference being deployed
 	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = strings.NewReader(keyOnly), &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
 		return nil, fmt.Errorf("%v: %s", err, lines[len(lines)-1])

@@ -173,6 +173,29 @@ func TestPushMultiArch(t *testing.T) {
 	if got, err := tryRun(release, "verify", "-cosign", cosign, "-key", pub, remote); err != nil || got != digest {
 		t.Errorf("release verify %s (what kubernetes-apply runs): %v %q, want the index %s, signed, each image with its SBOM", remote, err, got, digest)
 	}
+	// The index's own SBOM, signed: its images. Admission reads it.
+	var sbom struct {
+		Components []struct{ Name, Version string }
+	}
+	_, predicate := attestation(t, cosign, pub, registry+"/"+img.name+"@"+digest)
+	if err := json.Unmarshal(predicate, &sbom); err != nil {
+		t.Fatalf("the index's attestation: %v\n%s", err, predicate)
+	}
+	var listed []string
+	for _, c := range sbom.Components {
+		if c.Name == registry+"/"+img.name {
+			listed = append(listed, c.Version)
+		}
+	}
+	var images []string
+	for _, m := range index.Manifests {
+		images = append(images, m.Digest)
+	}
+	slices.Sort(listed)
+	slices.Sort(images)
+	if !slices.Equal(listed, images) {
+		t.Errorf("the index's SBOM, attested by the key, lists %v of %s, want its images %v", listed, registry+"/"+img.name, images)
+	}
 
 	img.make(t, "clean", "REGISTRY="+registry, "PLATFORMS=linux/amd64 linux/arm64")
 	for _, tag := range []string{img.tag, img.tag + "-amd64", img.tag + "-arm64"} {

@@ -289,17 +289,41 @@ func fakeKubectl(t *testing.T) (string, func() string) {
 // its SBOM to name hello at img's version and the Go that built the binary.
 func checkSBOM(t *testing.T, cosign, pub, ref string, img image) {
 	t.Helper()
-	out := run(t, cosign, "verify-attestation", "--key", pub, "--insecure-ignore-tlog=true", "--type", "cyclonedx", ref)
+	predicateType, predicate := attestation(t, cosign, pub, ref)
+	var sbom struct {
+		BOMFormat string
+		Metadata  struct {
+			Component struct{ Name, Version string }
+		}
+		Components []struct{ Name, Version string }
+	}
+	if err := json.Unmarshal(predicate, &sbom); err != nil {
+		t.Fatal(err)
+	}
+	goVersion := strings.Fields(firstLine(run(t, "go", "version", img.bin)))[1] // "BIN: go1.26.8"
+	component := sbom.Metadata.Component
+	if predicateType != "https://cyclonedx.org/bom" || sbom.BOMFormat != "CycloneDX" ||
+		component.Name != "hello" || component.Version != img.version {
+		t.Errorf("attestation %s of a %s SBOM of %s %s, want a CycloneDX SBOM of hello %s",
+			predicateType, sbom.BOMFormat, component.Name, component.Version, img.version)
+	}
+	if !slices.Contains(sbom.Components, struct{ Name, Version string }{"std", goVersion}) {
+		t.Errorf("SBOM components %v, want std at %s, the Go that built %s", sbom.Components, goVersion, img.bin)
+	}
+	t.Logf("SBOM: %s %s, std %s", component.Name, component.Version, goVersion)
+}
+
+// attestation verifies the CycloneDX attestation of ref with cosign and the
+// key pub, offline (release/trusted-root.json), and returns the signed
+// statement's predicate type and predicate.
+func attestation(t *testing.T, cosign, pub, ref string) (string, json.RawMessage) {
+	t.Helper()
+	out := run(t, cosign, "verify-attestation", "--key", pub, "--insecure-ignore-tlog=true",
+		"--trusted-root", filepath.Join(root, "release", "trusted-root.json"), "--type", "cyclonedx", ref)
 	var envelope struct{ Payload string }
 	var statement struct {
 		PredicateType string
-		Predicate     struct {
-			BOMFormat string
-			Metadata  struct {
-				Component struct{ Name, Version string }
-			}
-			Components []struct{ Name, Version string }
-		}
+		Predicate     json.RawMessage
 	}
 	if err := json.Unmarshal([]byte(firstLine(out)), &envelope); err != nil {
 		t.Fatalf("cosign verify-attestation printed %q: %v", out, err)
@@ -311,18 +335,7 @@ func checkSBOM(t *testing.T, cosign, pub, ref string, img image) {
 	if err := json.Unmarshal(payload, &statement); err != nil {
 		t.Fatal(err)
 	}
-	goVersion := strings.Fields(firstLine(run(t, "go", "version", img.bin)))[1] // "BIN: go1.26.8"
-	sbom := statement.Predicate
-	component := sbom.Metadata.Component
-	if statement.PredicateType != "https://cyclonedx.org/bom" || sbom.BOMFormat != "CycloneDX" ||
-		component.Name != "hello" || component.Version != img.version {
-		t.Errorf("attestation %s of a %s SBOM of %s %s, want a CycloneDX SBOM of hello %s",
-			statement.PredicateType, sbom.BOMFormat, component.Name, component.Version, img.version)
-	}
-	if !slices.Contains(sbom.Components, struct{ Name, Version string }{"std", goVersion}) {
-		t.Errorf("SBOM components %v, want std at %s, the Go that built %s", sbom.Components, goVersion, img.bin)
-	}
-	t.Logf("SBOM: %s %s, std %s", component.Name, component.Version, goVersion)
+	return statement.PredicateType, statement.Predicate
 }
 
 // putManifest points tag at the manifest of digest, as anyone who may push

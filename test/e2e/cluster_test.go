@@ -48,6 +48,17 @@ var clusterImages = []goImage{
 		module: "sigs.k8s.io/metrics-server", ldflags: "-X k8s.io/client-go/pkg/version.gitVersion=v0.8.0"},
 }
 
+// clusterTools are what make e2e built for the built-in cluster: binaries,
+// and the files they take.
+type clusterTools struct {
+	k3s, template    string // k3s, and its containerd config template
+	registry         string // CNCF Distribution
+	traefik          string
+	policyController string // sigstore policy-controller's webhook,
+	policyVersion    string // at this version,
+	policyConfig     string // and the manifests its module ships (config/)
+}
+
 type cluster struct {
 	t        *testing.T
 	kubectl  string // k3s, by the name kubectl
@@ -58,10 +69,11 @@ type cluster struct {
 
 // startCluster brings up the built-in cluster (k3s with the containerd
 // config template made from its source, a registry on 127.0.0.1, Traefik as
-// its ingress controller) and returns the admin kubeconfig, the registry's
-// host:port and the URL of Traefik's entry point. Its cleanup removes every
-// trace, also when the test fails, and fails the test when something is left.
-func startCluster(ctx context.Context, t *testing.T, k3s, template, registryBin, traefikBin string) (kubeconfig, registry, ingress string) {
+// its ingress controller, sigstore policy-controller as its admission
+// webhook) and returns the admin kubeconfig, the registry's host:port and
+// the URL of Traefik's entry point. Its cleanup removes every trace, also
+// when the test fails, and fails the test when something is left.
+func startCluster(ctx context.Context, t *testing.T, tools clusterTools) (kubeconfig, registry, ingress string) {
 	// Without the lock, a second run would take the first one's cluster for
 	// leftovers and remove it. The kernel drops the lock when a run dies.
 	lock, err := os.OpenFile(lockFile, os.O_CREATE|os.O_RDWR, 0o600)
@@ -124,16 +136,17 @@ func startCluster(ctx context.Context, t *testing.T, k3s, template, registryBin,
 	for _, dir := range []string{"logs", "registry", "cni", "bin", "k3s/agent/etc/containerd"} {
 		must(t, os.MkdirAll(filepath.Join(stateDir, dir), 0o755)) // #nosec G301 -- k3s writes its keys 0600 below it
 	}
-	c.registry = c.startRegistry(ctx, registryBin)
+	c.registry = c.startRegistry(ctx, tools.registry)
 	digests := map[string]string{}
 	for _, img := range clusterImages {
 		digests[img.ref] = pushGoImage(ctx, t, c.registry, img)
 	}
-	c.writeConfigs(k3s, template)
+	c.writeConfigs(tools.k3s, tools.template)
 	c.network()
 
-	kubeconfig = c.startK3s(ctx, k3s, digests)
-	ingress = c.startTraefik(ctx, traefikBin, kubeconfig)
+	kubeconfig = c.startK3s(ctx, tools.k3s, digests)
+	ingress = c.startTraefik(ctx, tools.traefik, kubeconfig)
+	c.startPolicyController(ctx, kubeconfig, tools.policyVersion, tools.policyController, tools.policyConfig)
 	return kubeconfig, c.registry, ingress
 }
 

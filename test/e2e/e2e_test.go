@@ -58,6 +58,8 @@ type walk struct {
 	ingress    ingressClient // the cluster's ingress controller; no url: not checked
 	repo       string        // the repository root, where make runs
 	signingKey string        // docker-push's SIGNING_KEY, made by its first push
+	cosign     string        // the pinned cosign make built, for what the suite signs itself
+	builtIn    bool          // the suite's own cluster, which runs policy-controller
 	steps      int
 	timings    []string
 }
@@ -67,11 +69,15 @@ func TestE2E(t *testing.T) {
 	stamp := time.Now().UTC().Format("20060102-150405")
 	tag1, tag2 := "e2e-"+stamp+"-a", "e2e-"+stamp+"-b"
 	unsigned, otherKey := "e2e-"+stamp+"-unsigned", "e2e-"+stamp+"-other-key"
+	unattested, copied, canary := "e2e-"+stamp+"-unattested", "e2e-"+stamp+"-copied", "e2e-"+stamp+"-canary"
+	multi, platforms := "e2e-"+stamp+"-index", "PLATFORMS=linux/amd64 linux/arm64"
 	t.Cleanup(func() {
 		w.ctx = context.WithoutCancel(w.ctx) // clean up also after a Ctrl-C
-		for _, tag := range []string{tag1, tag2, unsigned, otherKey} {
+		for _, tag := range []string{tag1, tag2, unsigned, otherKey, unattested} {
 			w.make("docker-clean", "TAG="+tag)
 		}
+		w.make("docker-clean", "IMAGE="+image+"-canary", "TAG="+canary)
+		w.make("docker-clean", "TAG="+multi, platforms)
 	})
 
 	var pushed1, pushed2 string // the digests docker-push printed
@@ -80,14 +86,19 @@ func TestE2E(t *testing.T) {
 		if out, err := w.makeOut("kubernetes-apply", "TAG=latest"); err == nil || !strings.Contains(out, "never latest") {
 			t.Errorf("make kubernetes-apply TAG=latest: %v, want refused with a reason", err)
 		}
-		w.make("kubernetes-apply", "TAG="+tag1)
+		out, err := w.makeOut("kubernetes-apply", "TAG="+tag1)
+		if err != nil {
+			t.Fatalf("make kubernetes-apply TAG=%s: %v", tag1, err)
+		}
+		t.Logf("make kubernetes-apply TAG=%s:\n%s", tag1, indent(out))
+		w.checkAdmissionApplied(out)
 		w.checkDeployment(tag1, pushed1)
 		w.checkPodImages(pushed1)
 		// The pods are too new for metrics: the autoscaler ran them up to
 		// minReplicas without.
 		t.Logf("kubectl get hpa:\n%s", indent(w.kubectlRun("get", "horizontalpodautoscaler", "hello")))
 		w.checkRuntimeLimits()
-		w.checkPodSecurity()
+		w.checkPodSecurity(pushed1)
 	})
 	var direct, url string // the Service's ClusterIP, and the greeting there
 	w.step("serve", func() {
@@ -151,6 +162,49 @@ func TestE2E(t *testing.T) {
 		}
 		w.checkPodImages(pushed2)
 	})
+	w.step("the cluster refuses what the key did not sign", func() {
+		if !w.hasAdmission() {
+			t.Logf("admission: SKIPPED: this cluster serves no %s (no policy-controller)", admissionAPI)
+			return
+		}
+		repo := w.registry + "/" + image
+		w.signOnly(w.cosign, w.signingKey, image+":"+tag2, repo+":"+unattested, unattested)
+		// Signed and attested by the walk's key, as make docker-push does,
+		// but in another repository; then copied here with both.
+		w.make("go-build", "docker-build", "docker-push", "IMAGE="+image+"-canary", "TAG="+canary, "VERSION="+canary)
+		w.cosignCopy(w.cosign, repo+"-canary:"+canary, repo+":"+copied)
+		w.checkRefusals([]refusal{
+			{what: "an unsigned image", image: repo + ":" + unsigned, want: []string{"failed policy: " + namespace + "-signed", "no signatures found"}},
+			{what: "an image signed by another key", image: repo + ":" + otherKey, want: []string{"failed policy: " + namespace + "-signed", "no matching signatures"}},
+			{what: "a signed image with no SBOM attestation", image: repo + ":" + unattested,
+				want: []string{"failed policy: " + namespace + "-sbom", "no matching attestations"}, not: "failed policy: " + namespace + "-signed"},
+			{what: "an image of another repository, signed and attested by the key", image: repo + "-canary:" + canary, want: []string{"no matching policies"}},
+			{what: "that image copied here with its signature and attestation", image: repo + ":" + copied,
+				want: []string{"failed policy: " + namespace + "-sbom", "failed evaluating cue policy"}, not: "failed policy: " + namespace + "-signed"},
+		}, pushed2)
+		// hello's own images pass: the Deployment's, and an index (its pod
+		// names the index's digest, whose attestation lists its images).
+		index := w.push(multi, platforms)
+		if out, err := w.kubectlInOut(restrictedPod("index", repo+"@"+index), "create", "-f", "-", "--dry-run=server"); err != nil {
+			t.Errorf("admission: a pod of hello's own index %s@%s: %v %s; want admitted", repo, index, err, out)
+		} else {
+			t.Logf("admission: admitted a pod of hello's own index (linux/amd64, linux/arm64) %s@%s", repo, index)
+		}
+	})
+	w.step("the cluster refuses a rollout undo to an unsigned revision", func() {
+		if !w.hasAdmission() {
+			t.Logf("admission: SKIPPED: this cluster serves no %s (no policy-controller)", admissionAPI)
+			return
+		}
+		w.checkUndoUnsigned(w.registry+"/"+image+":"+unsigned, tag2, pushed2)
+	})
+	w.step("admission fails closed: webhook stopped, no new pod, no failed request", func() {
+		if !w.builtIn {
+			t.Logf("admission: SKIPPED on your cluster: stopping its webhook would stop every opted-in namespace's pods from starting")
+			return
+		}
+		w.checkFailClosed(url, pushed2)
+	})
 	w.step("autoscale under load", func() { w.autoscale(url, tag2) })
 	w.step("kubernetes-delete", func() {
 		w.make("kubernetes-delete")
@@ -159,6 +213,13 @@ func TestE2E(t *testing.T) {
 		}
 		if out, err := w.kubectlOut("get", "namespace", namespace); err == nil || !strings.Contains(out, "NotFound") {
 			t.Errorf("after kubernetes-delete: kubectl get namespace %s: %v %q, want NotFound", namespace, err, out)
+		}
+		if w.hasAdmission() {
+			for _, p := range w.policies() {
+				if out, err := w.kubectlOut("get", p); err == nil || !strings.Contains(out, "NotFound") {
+					t.Errorf("after kubernetes-delete: kubectl get %s: %v %q, want NotFound", p, err, out)
+				}
+			}
 		}
 		w.make("kubernetes-delete") // nothing there: must still succeed
 	})
@@ -179,7 +240,10 @@ func setup(t *testing.T) *walk {
 	}
 	repo, err := filepath.Abs("../..")
 	must(t, err)
-	w := &walk{t: t, ctx: ctx, repo: repo, host: host, signingKey: filepath.Join(t.TempDir(), "cosign.key")}
+	w := &walk{t: t, ctx: ctx, repo: repo, host: host, signingKey: filepath.Join(t.TempDir(), "cosign.key"), cosign: os.Getenv("COSIGN_BIN")}
+	if w.cosign == "" {
+		require(t, []string{"COSIGN_BIN unset: run the suite with make e2e, which builds cosign and sets it"})
+	}
 	t.Cleanup(func() {
 		if len(w.timings) > 0 {
 			t.Logf("step timings:\n  %s", strings.Join(w.timings, "\n  "))
@@ -210,15 +274,18 @@ func setup(t *testing.T) *walk {
 		return w
 	}
 
-	k3s, template, registryBin, traefikBin := os.Getenv("K3S"), os.Getenv("K3S_TEMPLATE"), os.Getenv("REGISTRY_BIN"), os.Getenv("TRAEFIK_BIN")
-	if k3s == "" || template == "" || registryBin == "" || traefikBin == "" {
-		require(t, []string{"K3S, K3S_TEMPLATE, REGISTRY_BIN or TRAEFIK_BIN unset: run the suite with make e2e, which builds k3s, its containerd template, the registry and Traefik and sets them"})
+	tools := clusterTools{k3s: os.Getenv("K3S"), template: os.Getenv("K3S_TEMPLATE"), registry: os.Getenv("REGISTRY_BIN"), traefik: os.Getenv("TRAEFIK_BIN"),
+		policyController: os.Getenv("POLICY_CONTROLLER_BIN"), policyVersion: os.Getenv("POLICY_CONTROLLER_VERSION"), policyConfig: os.Getenv("POLICY_CONTROLLER_CONFIG")}
+	if tools.k3s == "" || tools.template == "" || tools.registry == "" || tools.traefik == "" ||
+		tools.policyController == "" || tools.policyVersion == "" || tools.policyConfig == "" {
+		require(t, []string{"K3S, K3S_TEMPLATE, REGISTRY_BIN, TRAEFIK_BIN or POLICY_CONTROLLER_BIN, _VERSION, _CONFIG unset: run the suite with make e2e, which builds k3s, its containerd template, the registry, Traefik and policy-controller and sets them"})
 	}
 	needs := map[string]string{
-		k3s:         "run the suite with make e2e: it builds k3s into the tools cache, or set K3S to a k3s binary",
-		registryBin: "run the suite with make e2e: it installs the registry into REGISTRY_BIN",
-		traefikBin:  "run the suite with make e2e: it builds Traefik into TRAEFIK_BIN",
-		"go":        "install Go",
+		tools.k3s:              "run the suite with make e2e: it builds k3s into the tools cache, or set K3S to a k3s binary",
+		tools.registry:         "run the suite with make e2e: it installs the registry into REGISTRY_BIN",
+		tools.traefik:          "run the suite with make e2e: it builds Traefik into TRAEFIK_BIN",
+		tools.policyController: "run the suite with make e2e: it builds policy-controller into POLICY_CONTROLLER_BIN",
+		"go":                   "install Go",
 	}
 	for pkg, cmds := range map[string][]string{ // Debian's packages
 		"runc":                        {"runc"},
@@ -235,8 +302,11 @@ func setup(t *testing.T) *walk {
 		}
 	}
 	missing := prerequisites(needs)
-	if !exists(template) {
-		missing = append(missing, template+" missing: run the suite with make e2e: it makes the containerd template from K3S_SOURCE")
+	if !exists(tools.template) {
+		missing = append(missing, tools.template+" missing: run the suite with make e2e: it makes the containerd template from K3S_SOURCE")
+	}
+	if !exists(tools.policyConfig + "/kustomization.yaml") {
+		missing = append(missing, tools.policyConfig+" missing: run the suite with make e2e: it copies policy-controller's manifests there")
 	}
 	if os.Geteuid() != 0 {
 		missing = append(missing, "the built-in cluster needs root (mounts, links, iptables, ipsets)")
@@ -248,7 +318,8 @@ func setup(t *testing.T) *walk {
 	t.Setenv("KUBECACHEDIR", stateDir+"/kubectl-cache") // not ~/.kube/cache
 	start := time.Now()
 	var ingressURL string
-	w.kubeconfig, w.registry, ingressURL = startCluster(ctx, t, k3s, template, registryBin, traefikBin)
+	w.kubeconfig, w.registry, ingressURL = startCluster(ctx, t, tools)
+	w.builtIn = true
 	w.kubectl = stateDir + "/bin/kubectl" // k3s's own
 	w.ingress = ingressClient{client: keepAlive(), url: ingressURL, host: w.host}
 	w.context = "default" // the one context of k3s's kubeconfig, named to exercise KUBE_CONTEXT
@@ -320,11 +391,11 @@ func (w *walk) makeOut(args ...string) (string, error) {
 	return string(out), err
 }
 
-// push builds, pushes and signs tag with make, and returns the digest of the
-// pushed image from the line docker-push ends with.
-func (w *walk) push(tag string) string {
+// push builds, pushes and signs tag with make (and its knobs), and returns
+// the digest of the pushed image from the line docker-push ends with.
+func (w *walk) push(tag string, knobs ...string) string {
 	w.t.Helper()
-	out, err := w.makeOut("go-build", "docker-build", "docker-push", "TAG="+tag, "VERSION="+tag)
+	out, err := w.makeOut(append([]string{"go-build", "docker-build", "docker-push", "TAG=" + tag, "VERSION=" + tag}, knobs...)...)
 	if err != nil {
 		w.t.Fatalf("make docker-push TAG=%s: %v", tag, err)
 	}
@@ -463,13 +534,15 @@ func (w *walk) checkDeployment(tag, digest string) {
 
 // checkPodSecurity asserts that the namespace enforces the restricted
 // standard: it is labelled so, and the API server refuses a pod that does
-// not meet it.
-func (w *walk) checkPodSecurity() {
+// not meet it. The pod runs the signed image digest names, which admission
+// lets through (its webhooks run too, the mutating one first, the validating
+// one after the standard), so the refusal is the standard's alone.
+func (w *walk) checkPodSecurity(digest string) {
 	w.t.Helper()
 	if got := w.kubectlRun("get", "namespace", namespace, "-o", `jsonpath={.metadata.labels.pod-security\.kubernetes\.io/enforce}`); got != "restricted" {
 		w.t.Errorf("namespace %s enforces %q, want restricted", namespace, got)
 	}
-	out, err := w.kubectlOut("run", "not-restricted", "--image="+w.registry+"/"+image, "--restart=Never", "--dry-run=server")
+	out, err := w.kubectlOut("run", "not-restricted", "--image="+w.registry+"/"+image+"@"+digest, "--restart=Never", "--dry-run=server")
 	if err == nil || !strings.Contains(out, "violates PodSecurity") {
 		w.t.Errorf("a pod with no securityContext: err %v, %q; want refused for violating PodSecurity", err, out)
 	}

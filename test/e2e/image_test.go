@@ -19,12 +19,14 @@ type goImage struct {
 	pkg     string // the command's package
 	module  string // the module whose version the tag must be, read from that go.mod; "" for none
 	ldflags string // on top of -s -w
+	bin     string // a binary make built already (its tools cache), instead of building pkg here
+	user    string // the image's USER, a uid:gid; "" for none (root)
 }
 
-// pushGoImage builds img with CGO_ENABLED=0, puts the binary alone in a
-// FROM scratch image whose entry point it is, pushes that to registry and
-// returns the pushed digest. The local image is removed again: the shared
-// Docker engine keeps nothing of the suite's.
+// pushGoImage builds img with CGO_ENABLED=0 (or takes img.bin), puts the
+// binary alone in a FROM scratch image whose entry point it is, pushes that
+// to registry and returns the pushed digest. The local image is removed
+// again: the shared Docker engine keeps nothing of the suite's.
 func pushGoImage(ctx context.Context, t *testing.T, registry string, img goImage) string {
 	t.Helper()
 	name, tag, _ := strings.Cut(img.ref, ":")
@@ -36,17 +38,28 @@ func pushGoImage(ctx context.Context, t *testing.T, registry string, img goImage
 			t.Fatalf("image %s: %s/go.mod pins %s %q (%v): the tag and the version must agree", img.ref, img.dir, img.module, got, err)
 		}
 	}
-	cache, _ := exec.CommandContext(ctx, "go", "env", "GOCACHE").Output()
-	t.Logf("image %s: building %s FROM scratch; compiled once into Go's build cache (%s), later runs only link it",
-		img.ref, img.pkg, strings.TrimSpace(string(cache)))
 
 	dir := t.TempDir()
 	bin := path.Base(img.pkg)
-	dockerfile := "FROM scratch\nCOPY " + bin + " /" + bin + "\nENTRYPOINT [\"/" + bin + "\"]\n"
+	build := []string{"go", "build", "-trimpath", "-ldflags=-s -w " + img.ldflags, "-o", filepath.Join(dir, bin), img.pkg}
+	if img.bin != "" {
+		bin = filepath.Base(img.bin)
+		build = []string{"cp", img.bin, dir}
+		t.Logf("image %s: %s FROM scratch, as make built it once", img.ref, img.bin)
+	} else {
+		cache, _ := exec.CommandContext(ctx, "go", "env", "GOCACHE").Output()
+		t.Logf("image %s: building %s FROM scratch; compiled once into Go's build cache (%s), later runs only link it",
+			img.ref, img.pkg, strings.TrimSpace(string(cache)))
+	}
+	dockerfile := "FROM scratch\nCOPY " + bin + " /" + bin + "\n"
+	if img.user != "" {
+		dockerfile += "USER " + img.user + "\n"
+	}
+	dockerfile += "ENTRYPOINT [\"/" + bin + "\"]\n"
 	must(t, os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o600))
 	local := registry + "/" + img.ref
 	for _, args := range [][]string{
-		{"go", "build", "-trimpath", "-ldflags=-s -w " + img.ldflags, "-o", filepath.Join(dir, bin), img.pkg},
+		build,
 		{"docker", "build", "-q", "-t", local, dir},
 		{"docker", "push", "-q", local},
 	} {

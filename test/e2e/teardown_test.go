@@ -21,8 +21,9 @@ import (
 // API server, the kubelet, kube-proxy and the network policy controller in
 // its own process, which it renames `k3s server`, hiding its flags, and
 // containerd as a child of the same binary; a shim per pod outlives them both
-// and names only its containerd's socket.
-var clusterBinaries = []string{"k3s", "containerd-shim-runc-v2", "registry", "traefik"}
+// and names only its containerd's socket. relay carries the registry to the
+// node IP for policy-controller's webhook (relay/main.go).
+var clusterBinaries = []string{"k3s", "containerd-shim-runc-v2", "registry", "traefik", "relay"}
 
 // Host settings the kubelet, kube-proxy and the bridge plugin may change; the
 // teardown puts back what they were.
