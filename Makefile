@@ -309,9 +309,11 @@ K3S_DEP = $(filter $(K3S_BIN),$(K3S))
 KUBECTL_CTX = $(KUBECTL)$(if $(KUBE_CONTEXT), --context $(KUBE_CONTEXT))
 
 # test/e2e/traefik/go.mod pins the Traefik that serves the e2e cluster's
-# Ingress (docs/ingress.md says why that version).
-TRAEFIK_VERSION := $(shell awk '$$1 == "require" && $$2 == "github.com/traefik/traefik/v3" {print $$3}' test/e2e/traefik/go.mod)
-TRAEFIK_BIN := $(TOOLS)/traefik-$(TRAEFIK_VERSION)/traefik
+# Ingress (docs/ingress.md says why that version). Only recipes name these
+# (a prerequisite or a rule's name is expanded on every make call), so no
+# other make call reads the file.
+TRAEFIK_VERSION = $(shell awk '$$1 == "require" && $$2 == "github.com/traefik/traefik/v3" {print $$3}' test/e2e/traefik/go.mod)
+TRAEFIK_BIN = $(TOOLS)/traefik-$(TRAEFIK_VERSION)/traefik
 
 # A throwaway kustomize overlay on top of k8s/: the namespace, the image and the
 # host come from the knobs, so no file in the repo is edited per deployment.
@@ -411,7 +413,7 @@ cluster-check: kubectl-check
 # The e2e suite builds its own cluster unless KUBECONFIG names one; then
 # REGISTRY must be a registry that cluster pulls from, and HOST and
 # INGRESS_URL are the Ingress's host and the cluster's ingress controller.
-e2e: $(REGISTRY_BIN) $(COSIGN_BIN) $(CYCLONEDX) $(RELEASE) $(if $(KUBECONFIG),,$(K3S_DEP) $(K3S_TEMPLATE) $(TRAEFIK_BIN) $(POLICY_CONTROLLER_BIN) $(POLICY_CONTROLLER_CONFIG)/kustomization.yaml) ## Build, push, deploy, serve, check the NetworkPolicy and admission, roll, autoscale, delete on a real cluster (k3s, built here unless KUBECONFIG is set)
+e2e: $(REGISTRY_BIN) $(COSIGN_BIN) $(CYCLONEDX) $(RELEASE) $(if $(KUBECONFIG),,$(K3S_DEP) $(K3S_TEMPLATE) traefik $(POLICY_CONTROLLER_BIN) $(POLICY_CONTROLLER_CONFIG)/kustomization.yaml) ## Build, push, deploy, serve, check the NetworkPolicy and admission, roll, autoscale, delete on a real cluster (k3s, built here unless KUBECONFIG is set)
 	cd test/e2e && K3S=$(abspath $(K3S)) K3S_TEMPLATE=$(K3S_TEMPLATE) REGISTRY_BIN=$(REGISTRY_BIN) TRAEFIK_BIN=$(TRAEFIK_BIN) \
 		POLICY_CONTROLLER_BIN=$(POLICY_CONTROLLER_BIN) POLICY_CONTROLLER_VERSION=$(POLICY_CONTROLLER_VERSION) \
 		POLICY_CONTROLLER_CONFIG=$(POLICY_CONTROLLER_CONFIG) COSIGN_BIN=$(COSIGN_BIN) \
@@ -454,8 +456,12 @@ $(POLICY_CONTROLLER_CONFIG)/kustomization.yaml:
 	cp -R "$$src/config" "$$dir/config"; chmod -R u+w "$$dir/config"; \
 	mkdir -p $(POLICY_CONTROLLER_DIR); rm -rf $(@D); mv "$$dir/config" $(@D)
 
-$(TRAEFIK_BIN): test/e2e/traefik/go.mod test/e2e/traefik/go.sum
-	@echo "traefik: building $(TRAEFIK_VERSION) once into $(@D); later runs reuse it"
+# Built once per version; the binary moves into place last.
+.PHONY: traefik
+traefik:
+	@test -x $(TRAEFIK_BIN) && exit 0; \
+	echo "traefik: building $(TRAEFIK_VERSION) once into $(TRAEFIK_BIN); later runs reuse it"; \
 	cd test/e2e/traefik && CGO_ENABLED=0 go build -trimpath \
 		-ldflags '-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$(TRAEFIK_VERSION)' \
-		-o $@ github.com/traefik/traefik/v3/cmd/traefik
+		-o $(TRAEFIK_BIN).tmp github.com/traefik/traefik/v3/cmd/traefik && \
+	mv $(TRAEFIK_BIN).tmp $(TRAEFIK_BIN)
