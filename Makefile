@@ -247,7 +247,7 @@ floor-clean:
 floor: ## Build ./floor, the bench baseline, with exactly hello's build flags
 	GOOS=linux GOARCH=$(GOARCH) $(GOBUILD) -o floor ./bench/floor
 
-bench: go-build floor bench-tools ## Print the markdown table hello vs floor; fails over budget (Docker, ~4 min)
+bench: go-build floor bench-tools ## Print the markdown table hello vs floor; fails over budget (Docker)
 	.ci/dockerd
 	go run ./bench bench -hello $(abspath $(BIN)) -rounds $(BENCH_ROUNDS) -duration $(BENCH_DURATION)
 
