@@ -456,12 +456,14 @@ $(POLICY_CONTROLLER_CONFIG)/kustomization.yaml:
 	cp -R "$$src/config" "$$dir/config"; chmod -R u+w "$$dir/config"; \
 	mkdir -p $(POLICY_CONTROLLER_DIR); rm -rf $(@D); mv "$$dir/config" $(@D)
 
-# Built once per version; the binary moves into place last.
+# Built once per version; the binary moves into place last. The recipe
+# takes the version and the path into shell variables once, so go.mod is
+# not read again at each mention.
 .PHONY: traefik
 traefik:
-	@test -x $(TRAEFIK_BIN) && exit 0; \
-	echo "traefik: building $(TRAEFIK_VERSION) once into $(TRAEFIK_BIN); later runs reuse it"; \
+	@v=$(TRAEFIK_VERSION); bin=$(TRAEFIK_BIN); test -x "$$bin" && exit 0; \
+	echo "traefik: building $$v once into $$bin; later runs reuse it"; \
 	cd test/e2e/traefik && CGO_ENABLED=0 go build -trimpath \
-		-ldflags '-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$(TRAEFIK_VERSION)' \
-		-o $(TRAEFIK_BIN).tmp github.com/traefik/traefik/v3/cmd/traefik && \
-	mv $(TRAEFIK_BIN).tmp $(TRAEFIK_BIN)
+		-ldflags "-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$$v" \
+		-o "$$bin.tmp" github.com/traefik/traefik/v3/cmd/traefik && \
+	mv "$$bin.tmp" "$$bin"
