@@ -154,11 +154,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	h := &greeter{}
 	logBuf := newLogBuffer(stdout)
 	logs := slog.New(slog.NewJSONHandler(logBuf, nil))
-	var handler http.Handler = h
+	srv := newServer(h)
 	if *accessLog {
-		handler = logRequests(logs.Handler(), h)
+		access := &requestLog{logs: logs.Handler(), g: h}
+		srv.Handler, srv.ConnContext = access, access.connContext
 	}
-	srv := newServer(handler)
 	// net/http's own complaints, as WARN lines.
 	srv.ErrorLog = slog.NewLogLogger(logs.Handler(), slog.LevelWarn)
 	if *maxConns > 0 {
@@ -540,36 +540,52 @@ func (c *limitedConn) Close() error {
 	return c.TCPConn.Close()
 }
 
-// logRequests writes one JSON line per request: time, method, target,
-// status, bytes, duration (ns) and remote address. A probe answered 200 is
-// not logged: the Deployment's readiness probe alone would be 1,800 lines an
-// hour a pod, and the kubelet reports the probes that fail. Its other
-// answers are (/readyz's 503 while shutting down, a 405).
+// requestLog is -access-log's handler: one JSON line per request, with
+// time, remote address, method, target, status, bytes and duration (ns).
+// A probe answered 200 is not logged: the Deployment's readiness probe
+// alone would be 1,800 lines an hour a pod, and the kubelet reports the
+// probes that fail. Its other answers are (/readyz's 503 while shutting
+// down, a 405).
 //
 // It hands the record to the handler itself: slog.Logger's methods also
 // look up their caller for a source field hello does not log, which was
 // 40% of a line's cost (1.7 µs against 1.0).
-func logRequests(logs slog.Handler, g *greeter) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		status, sent := g.answer(w, r)
-		took := time.Since(start) // the monotonic clock only: cheaper than a second time.Now
-		if status == http.StatusOK && (r.URL.Path == "/healthz" || r.URL.Path == "/readyz") {
-			return
-		}
-		if r.Method == http.MethodHead {
-			sent = 0 // net/http takes a HEAD's body from the handler and sends none of it
-		}
-		line := slog.NewRecord(start.Add(took), slog.LevelInfo, "request", 0)
-		line.AddAttrs(
-			slog.String("method", r.Method), // a token: net/http answers 400 to anything else
-			slog.String("target", escapeTarget(r.RequestURI)),
-			slog.Int("status", status),
-			slog.Int("bytes", sent),
-			slog.Duration("duration", took),
-			slog.String("remote", r.RemoteAddr))
-		_ = logs.Handle(r.Context(), line) // its only error would be logBuffer's, which has none
-	})
+type requestLog struct {
+	logs slog.Handler
+	g    *greeter
+}
+
+// connLogs is the context key of a connection's handler for its lines.
+type connLogs struct{}
+
+// connContext is the server's ConnContext hook. Every request on a
+// connection comes from the same address, so the handler of its lines
+// formats it once, with slog's WithAttrs (~0.6 µs a connection): a
+// keep-alive request's line then costs ~900 instructions fewer, of ~11,000,
+// and allocates nothing.
+func (a *requestLog) connContext(ctx context.Context, c net.Conn) context.Context {
+	return context.WithValue(ctx, connLogs{}, a.logs.WithAttrs([]slog.Attr{slog.String("remote", c.RemoteAddr().String())}))
+}
+
+func (a *requestLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	status, sent := a.g.answer(w, r)
+	took := time.Since(start) // the monotonic clock only: cheaper than a second time.Now
+	if status == http.StatusOK && (r.URL.Path == "/healthz" || r.URL.Path == "/readyz") {
+		return
+	}
+	if r.Method == http.MethodHead {
+		sent = 0 // net/http takes a HEAD's body from the handler and sends none of it
+	}
+	logs := r.Context().Value(connLogs{}).(slog.Handler) // set by connContext
+	line := slog.NewRecord(start.Add(took), slog.LevelInfo, "request", 0)
+	line.AddAttrs(
+		slog.String("method", r.Method), // a token: net/http answers 400 to anything else
+		slog.String("target", escapeTarget(r.RequestURI)),
+		slog.Int("status", status),
+		slog.Int("bytes", sent),
+		slog.Duration("duration", took))
+	_ = logs.Handle(r.Context(), line) // its only error would be logBuffer's, which has none
 }
 
 // escapeTarget returns the request target as the client sent it, with every

@@ -162,9 +162,10 @@ func FuzzGreet(f *testing.F) {
 	}
 	var out bytes.Buffer
 	logBuf := newLogBuffer(&out)
-	h := logRequests(slog.NewJSONHandler(logBuf, nil), &greeter{})
+	h := &requestLog{logs: slog.NewJSONHandler(logBuf, nil), g: &greeter{}}
+	ctx := connContext(h)
 	serve := func(target string, u *url.URL) (*httptest.ResponseRecorder, string) {
-		r := httptest.NewRequest("GET", "/", nil)
+		r := httptest.NewRequestWithContext(ctx, "GET", "/", nil)
 		r.URL, r.RequestURI = u, target
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
@@ -367,7 +368,9 @@ func (w *failingWriter) Write(p []byte) (int, error) {
 	return w.b.Write(p)
 }
 
-func BenchmarkGreet(b *testing.B) { benchmark(b, &greeter{}) }
+func BenchmarkGreet(b *testing.B) {
+	benchmark(b, &greeter{}, httptest.NewRequest("GET", "/TutorialHero", nil))
+}
 
 // BenchmarkGreetAccessLog is BenchmarkGreet with -access-log on: the line
 // is formatted, escaped and buffered, and written in batches to io.Discard.
@@ -375,18 +378,25 @@ func BenchmarkGreetAccessLog(b *testing.B) {
 	logBuf := newLogBuffer(io.Discard)
 	done := logBuf.start()
 	defer done(context.Background(), time.Second)
-	benchmark(b, logRequests(slog.NewJSONHandler(logBuf, nil), &greeter{}))
+	h := &requestLog{logs: slog.NewJSONHandler(logBuf, nil), g: &greeter{}}
+	benchmark(b, h, httptest.NewRequestWithContext(connContext(h), "GET", "/TutorialHero", nil))
 }
 
-// benchmark serves GET /TutorialHero to h, again and again.
-func benchmark(b *testing.B, h http.Handler) {
-	r := httptest.NewRequest("GET", "/TutorialHero", nil)
+// benchmark serves r to h, again and again.
+func benchmark(b *testing.B, h http.Handler, r *http.Request) {
 	w := &discard{header: http.Header{}}
 	b.ReportAllocs()
 	for b.Loop() {
 		clear(w.header)
 		h.ServeHTTP(w, r)
 	}
+}
+
+// connContext is the context that h's ConnContext hook gives the requests
+// of a connection, for tests that call h.ServeHTTP themselves.
+func connContext(h *requestLog) context.Context {
+	conn, _ := net.Pipe()
+	return h.connContext(context.Background(), conn)
 }
 
 // discard is a ResponseWriter that keeps nothing, so the benchmark measures the handler.
