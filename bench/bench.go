@@ -54,7 +54,7 @@ func runBench(args []string) error {
 	duration := fs.Duration("duration", 10*time.Second, "length of one wrk run")
 	conns := fs.Int("conns", 64, "wrk connections")
 	cpuRounds := fs.Int("cpu-rounds", 9, "rounds per server for CPU per request, interleaved")
-	cpuRequests := fs.Int("cpu-requests", 50000, "keep-alive requests per round for CPU per request")
+	cpuRequests := fs.Int("cpu-requests", 200000, "keep-alive requests per round for CPU per request")
 	cpuConns := fs.Int("cpu-conns", 8, "ab connections for CPU per request")
 	starts := fs.Int("starts", 10, "starts per server for the exec-to-first-200 time")
 	serverCPU := fs.String("server-cpu", "0", "CPU the server is pinned to under callgrind and wrk")
@@ -356,9 +356,10 @@ func medians(all [3][]float64) (v, ratio [3]float64) {
 // fresh set of servers each time. Side by side, a noisy moment on a busy
 // machine hits all three alike: one after the other, a round's
 // logged/unlogged ratio moved by 0.3 either way and the median of 9 by
-// 0.08 between runs; side by side, by 0.05 and 0.02. The CPU time is the
-// process's whole life; its start costs milliseconds, against seconds for n
-// requests.
+// 0.08 between runs; side by side, by 0.05 and 0.02. Longer rounds blur
+// less: on an idle machine the logged/unlogged ratios of 9 rounds spread
+// over 0.06 to 0.17 with 50,000 requests each, 0.04 to 0.06 with 200,000. The CPU time is the process's
+// whole life; its start costs milliseconds, against seconds for n requests.
 func cpuPerRequest(servers [3]server, rounds, n, conns int, serverCPU, clientCPU string) (row, error) {
 	r := row{figure: fmt.Sprintf("server CPU per request (ab -k -c %d, side by side)", conns), format: micros, logBudget: accessLogBudget}
 	var all [3][]float64
