@@ -358,8 +358,9 @@ func medians(all [3][]float64) (v, ratio [3]float64) {
 // logged/unlogged ratio moved by 0.3 either way and the median of 9 by
 // 0.08 between runs; side by side, by 0.05 and 0.02. Longer rounds blur
 // less: on an idle machine the logged/unlogged ratios of 9 rounds spread
-// over 0.06 to 0.17 with 50,000 requests each, 0.04 to 0.06 with 200,000. The CPU time is the process's
-// whole life; its start costs milliseconds, against seconds for n requests.
+// over 0.06 to 0.17 with 50,000 requests each, 0.04 to 0.06 with 200,000.
+// The CPU time is the process's whole life; its start costs milliseconds,
+// against seconds for n requests.
 func cpuPerRequest(servers [3]server, rounds, n, conns int, serverCPU, clientCPU string) (row, error) {
 	r := row{figure: fmt.Sprintf("server CPU per request (ab -k -c %d, side by side)", conns), format: micros, logBudget: accessLogBudget}
 	var all [3][]float64
