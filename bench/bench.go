@@ -26,10 +26,12 @@ const (
 	sizeBudget        = 1.08
 )
 
-// accessLogBudget is the most CPU a logged request may cost against an
-// unlogged one, with stdout a pipe that is read: the Deployment runs
-// -access-log, so its cost is part of every request's.
-const accessLogBudget = 1.15
+// accessLogBudget is the most instructions a logged greeting may cost
+// against an unlogged one: the Deployment runs -access-log, so its cost is
+// part of every request's. It is a budget on instructions, not CPU time:
+// CPU time on a shared machine moves from run to run by more than a change
+// worth catching, so the CPU row is printed, never gated.
+const accessLogBudget = 1.25
 
 // row is one figure of the table: a value per server (hello, hello
 // -access-log, floor) and three ratios: hello/floor, hello
@@ -161,7 +163,7 @@ func runBench(args []string) error {
 	if len(over) > 0 {
 		return fmt.Errorf("over budget:\n  %s", strings.Join(over, "\n  "))
 	}
-	fmt.Printf("\nBudgets met: hello/floor <= %.2f for instructions per greeting, <= %.2f for binary and image size; hello -access-log/hello <= %.2f for CPU per request.\n",
+	fmt.Printf("\nBudgets met: hello/floor <= %.2f for instructions per greeting, <= %.2f for binary and image size; hello -access-log/hello <= %.2f for instructions per greeting.\n",
 		instructionBudget, sizeBudget, accessLogBudget)
 	return nil
 }
@@ -217,7 +219,7 @@ func rawGet(addr, path string) (string, error) {
 // and ab to another. A busy machine can still only add instructions, so of
 // reps runs, interleaved across servers, the least counts.
 func instructionsPerGreeting(servers [3]server, n1, n2, reps int, serverCPU, clientCPU string, dir string) (row, error) {
-	r := row{figure: "CPU instructions per greeting (callgrind)", format: count0, budget: instructionBudget}
+	r := row{figure: "CPU instructions per greeting (callgrind)", format: count0, budget: instructionBudget, logBudget: accessLogBudget}
 	var least [3][2]float64
 	for range reps {
 		for i, s := range servers {
@@ -242,27 +244,47 @@ func instructionsPerGreeting(servers [3]server, n1, n2, reps int, serverCPU, cli
 // callgrind returns the instructions s executed from exec through n
 // keep-alive greetings. Go's asynchronous preemption signals crash
 // callgrind, and so does a SIGTERM handler: hence asyncpreemptoff, and a
-// dump with callgrind_control before SIGKILL.
+// dump with callgrind_control before SIGKILL. valgrind 3.19 cannot decode
+// RDTSCP, which Go's runtime uses where the CPU valgrind emulates offers it:
+// hence cpu.rdtscp=off. A server that dies is an error that names it and
+// quotes valgrind's log, never a figure.
 func callgrind(s server, n int, serverCPU, clientCPU, dir string) (float64, error) {
 	out := filepath.Join(dir, "callgrind.out")
-	p, err := start(s, []string{"taskset", "-c", serverCPU, "valgrind", "--tool=callgrind", "--log-file=" + filepath.Join(dir, "valgrind.log"), "--callgrind-out-file=" + out}, "GODEBUG=asyncpreemptoff=1")
+	log := filepath.Join(dir, "valgrind.log")
+	total, err := func() (float64, error) {
+		p, err := start(s, []string{"taskset", "-c", serverCPU, "valgrind", "--tool=callgrind", "--log-file=" + log, "--callgrind-out-file=" + out}, "GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off")
+		if err != nil {
+			return 0, err
+		}
+		defer p.kill()
+		if _, err := p.ready(2 * time.Minute); err != nil {
+			return 0, err
+		}
+		if err := ab(p.url(), n, 1, clientCPU); err != nil {
+			return 0, fmt.Errorf("ab: %v", err)
+		}
+		pid := strconv.Itoa(p.cmd.Process.Pid)
+		if b, err := exec.Command("callgrind_control", "-d", pid).CombinedOutput(); err != nil { // #nosec G204 -- bench exists to run callgrind
+			return 0, fmt.Errorf("callgrind_control -d %s: %v\n%s", pid, err, b)
+		}
+		dump := out + ".1"
+		defer os.Remove(dump)
+		return callgrindTotal(dump)
+	}()
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("%s under callgrind, %d greetings: %v\nvalgrind's log ends:\n%s", s.name, n, err, tail(log, 20))
 	}
-	defer p.kill()
-	if _, err := p.ready(2 * time.Minute); err != nil {
-		return 0, err
+	return total, nil
+}
+
+// tail returns the last n lines of the file at path, or why it cannot.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path) // #nosec G304 -- valgrind's log in bench's temporary folder
+	if err != nil {
+		return err.Error()
 	}
-	if err := ab(p.url(), n, 1, clientCPU); err != nil {
-		return 0, fmt.Errorf("ab against %s: %v", s.name, err)
-	}
-	pid := strconv.Itoa(p.cmd.Process.Pid)
-	if b, err := exec.Command("callgrind_control", "-d", pid).CombinedOutput(); err != nil { // #nosec G204 -- bench exists to run callgrind
-		return 0, fmt.Errorf("callgrind_control -d %s: %v\n%s", pid, err, b)
-	}
-	dump := out + ".1"
-	defer os.Remove(dump)
-	return callgrindTotal(dump)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 // checkAB fails unless ab's report says all n requests completed with 2xx.
@@ -362,7 +384,7 @@ func medians(all [3][]float64) (v, ratio [3]float64) {
 // The CPU time is the process's whole life; its start costs milliseconds,
 // against seconds for n requests.
 func cpuPerRequest(servers [3]server, rounds, n, conns int, serverCPU, clientCPU string) (row, error) {
-	r := row{figure: fmt.Sprintf("server CPU per request (ab -k -c %d, side by side)", conns), format: micros, logBudget: accessLogBudget}
+	r := row{figure: fmt.Sprintf("server CPU per request (ab -k -c %d, side by side)", conns), format: micros}
 	var all [3][]float64
 	for range rounds {
 		cpu, err := sideBySide(servers, n, conns, serverCPU, clientCPU)

@@ -3,7 +3,9 @@ package main
 import (
 	"math"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -109,5 +111,28 @@ func TestMedians(t *testing.T) {
 	v, ratio := medians([3][]float64{hello, logged, floor})
 	if v != [3]float64{20, 26, 10} || ratio != [3]float64{2, 2.6, 1.1} {
 		t.Errorf("medians = %v, ratios %v; want [20 26 10] and [2 2.6 1.1] (hello/floor, hello -access-log/floor, hello -access-log/hello)", v, ratio)
+	}
+}
+
+// A server that dies under callgrind is an error that names it and quotes
+// valgrind's log, never a figure.
+func TestCallgrindNamesTheServerThatDied(t *testing.T) {
+	for _, tool := range []string{"valgrind", "taskset"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s not found: .ci/run installs it", tool)
+			}
+			t.Skipf("%s not found (make bench-tools installs it)", tool)
+		}
+	}
+	died := server{"hello -dies", "/bin/false", func(string) []string { return nil }}
+	_, err := callgrind(died, 1, "0", "0", t.TempDir())
+	if err == nil {
+		t.Fatal("callgrind of a server that exits at once: no error")
+	}
+	for _, want := range []string{"hello -dies under callgrind", "valgrind's log ends:", "Callgrind"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("callgrind's error does not say %q:\n%v", want, err)
+		}
 	}
 }
