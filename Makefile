@@ -177,7 +177,7 @@ ifeq ($(ARCHS),)
 	insecure=$$($(RELEASE) registry -q $(REGISTRY_HOST)); \
 	docker save -o "$$dir/image.tar" $(IMAGE):$(TAG); \
 	$(CYCLONEDX) bin -json -std -noserial -notimestamp -version $(VERSION) -output "$$dir/sbom.json" $(BIN); \
-	ref=$$($(RELEASE) push -epoch $(SOURCE_DATE_EPOCH) -cosign $(COSIGN) -key "$$dir/signer.pub" $(VERIFY_KEY:%=-key %) \
+	ref=$$($(RELEASE) push -epoch $(SOURCE_DATE_EPOCH) -dockerfile Dockerfile -cosign $(COSIGN) -key "$$dir/signer.pub" $(VERIFY_KEY:%=-key %) \
 		"$$dir/image.tar" $(REGISTRY)/$(IMAGE):$(TAG)); \
 	echo "pushed $$ref"; \
 	$(COSIGN_SIGN) "$$ref"; \

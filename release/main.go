@@ -3,16 +3,16 @@
 // to a digest that cosign has verified. The Makefile runs it; it is a module of
 // its own so that hello's go.mod stays empty.
 //
-//	release push -epoch SECONDS -cosign PATH -key PUB IMAGE.tar REGISTRY/IMAGE:TAG
+//	release push -epoch SECONDS -dockerfile FILE -cosign PATH -key PUB IMAGE.tar REGISTRY/IMAGE:TAG
 //	release index -cosign PATH -key PUB -sbom FILE REGISTRY/IMAGE:TAG REGISTRY/IMAGE:TAG-ARCH...
 //	release tag REGISTRY/IMAGE@DIGEST TAG
 //	release verify -cosign PATH -key PUB [-key PUB...] REGISTRY/IMAGE:TAG
 //	release registry [-q] REGISTRY
 //	release policy -name NAME -key PUB [-key PUB...] REGISTRY/IMAGE
 //
-// push reads a `docker save` archive, rewrites what makes two builds of one
-// commit differ (every timestamp becomes -epoch; the history and the classic
-// builder's parent image ID go), pushes it by digest and prints
+// push reads a `docker save` archive, makes it the canonical image of what
+// the Dockerfile says (canonical.go: one digest whichever engine built it,
+// every timestamp -epoch), pushes it by digest and prints
 // REGISTRY/IMAGE@DIGEST. index pushes one index over images already pushed,
 // by digest too, and writes the index's CycloneDX SBOM (its images) to FILE
 // for cosign to attest. Neither moves TAG, and both refuse, before pushing
@@ -75,6 +75,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	fs := flag.NewFlagSet("release "+args[0], flag.ContinueOnError)
 	epoch := fs.Int64("epoch", 0, "push: every timestamp in the image, in seconds since 1970 (SOURCE_DATE_EPOCH)")
+	dockerfile := fs.String("dockerfile", "Dockerfile", "push: the Dockerfile the image was built from; only the labels it declares are pushed")
 	ring := keyring{cosign: "cosign"}
 	fs.StringVar(&ring.cosign, "cosign", ring.cosign, "push, index, verify: the cosign binary")
 	fs.Func("key", "push, index: the signer's public key, and any other trusted one; verify: a public key the signature and the SBOM attestation must verify with (repeat it to trust several)",
@@ -111,7 +112,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	opts := append([]remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)}, reg.options()...)
 	switch {
 	case args[0] == "push" && fs.NArg() == 2 && len(ring.keys) > 0:
-		err = push(ctx, fs.Arg(0), fs.Arg(1), time.Unix(*epoch, 0).UTC(), reg, ring, stdout, opts)
+		err = push(ctx, fs.Arg(0), *dockerfile, fs.Arg(1), time.Unix(*epoch, 0).UTC(), reg, ring, stdout, opts)
 	case args[0] == "index" && fs.NArg() >= 2 && len(ring.keys) > 0 && *sbom != "":
 		err = index(ctx, fs.Arg(0), fs.Args()[1:], *sbom, reg, ring, stdout, opts)
 	case args[0] == "tag" && fs.NArg() == 2:
@@ -124,10 +125,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	return reg.explain(err)
 }
 
-// push normalises the image in a `docker save` archive and pushes it by
-// digest (pushByDigest).
-func push(ctx context.Context, archive, tag string, epoch time.Time, reg registry, ring keyring, stdout io.Writer, opts []remote.Option) error {
+// push reads a `docker save` archive, makes its image canonical
+// (canonical.go) and pushes it by digest (pushByDigest).
+func push(ctx context.Context, archive, dockerfile, tag string, epoch time.Time, reg registry, ring keyring, stdout io.Writer, opts []remote.Option) error {
 	ref, err := name.NewTag(tag, reg.names...)
+	if err != nil {
+		return err
+	}
+	labels, err := dockerfileLabels(dockerfile)
 	if err != nil {
 		return err
 	}
@@ -135,29 +140,7 @@ func push(ctx context.Context, archive, tag string, epoch time.Time, reg registr
 	if err != nil {
 		return err
 	}
-	built, err := img.ConfigFile()
-	if err != nil {
-		return err
-	}
-	// mutate.Time rebuilds the image from its layers: every file's mtime,
-	// the config's created and the history's become epoch, and the
-	// builder's container ID and Docker version are left behind.
-	img, err = mutate.Time(img, epoch)
-	if err != nil {
-		return err
-	}
-	config, err := img.ConfigFile()
-	if err != nil {
-		return err
-	}
-	config = config.DeepCopy()
-	config.Variant = built.Variant
-	// The classic builder records the ID of an intermediate image, which
-	// holds its build time; its history lines differ from BuildKit's. The
-	// Dockerfile says what the image is; the history repeats it.
-	config.Config.Image = ""
-	config.History = nil
-	if img, err = mutate.ConfigFile(img, config); err != nil {
+	if img, err = canonical(img, labels, epoch); err != nil {
 		return err
 	}
 	return pushByDigest(ctx, ref, img, ring, stdout, opts)
