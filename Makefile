@@ -118,9 +118,10 @@ VERIFY_KEY  ?= $(SIGNING_KEY:.key=.pub)
 # How docker-push and kubernetes-apply speak to REGISTRY, as Docker's
 # insecure-registries means it: true allows plain HTTP and an unchecked
 # certificate, false wants HTTPS with a certificate this machine trusts;
-# empty asks the Docker engine (docker info): insecure when its
+# empty asks the engine (docker info): Docker's insecure when its
 # insecure-registries lists REGISTRY or a CIDR there, 127.0.0.0/8 by default,
-# holds an address REGISTRY resolves to. One rule, in release/registry.go:
+# holds an address REGISTRY resolves to; Podman's when its registries.conf
+# lists REGISTRY with insecure = true. One rule, in release/registry.go:
 # registry-check, release push, index and verify, and cosign sign, attest
 # and verify all follow it.
 REGISTRY_INSECURE ?=
@@ -137,12 +138,16 @@ IMAGE_REFS = $(foreach t,$(TAG) $(ARCHS:%=$(TAG)-%),$(IMAGE):$(t) $(REGISTRY)/$(
 
 .PHONY: docker-build docker-run docker-push docker-clean container-test registry-check signing-key
 
+# Where `docker` is Podman's CLI, its build writes Docker's image format:
+# in its default, OCI's, the HEALTHCHECK is dropped.
+PODMAN_FORMAT = $(if $(findstring podman,$(shell docker --version 2>/dev/null)),--format docker)
+
 # The build context is BIN's folder and the Dockerfile copies the file named
 # hello from it: BIN=/tmp/x/hello builds from /tmp/x, leaving ./hello alone.
 docker-build: go-build ## Build the image $(IMAGE):$(TAG) for linux/$(GOARCH) from $(BIN)
 	@test "$(notdir $(BIN))" = hello || { echo "BIN=$(BIN): the Dockerfile copies a file named hello; set BIN=FOLDER/hello"; exit 1; }
 	@docker info >/dev/null 2>&1 || { echo "No Docker engine answers: start one with .ci/dockerd"; exit 1; }
-	docker build --platform linux/$(GOARCH) \
+	docker build --platform linux/$(GOARCH) $(PODMAN_FORMAT) \
 		--build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) \
 		--build-arg SOURCE=$(SOURCE) -t $(IMAGE):$(TAG) -f Dockerfile $(dir $(BIN))
 
@@ -209,7 +214,7 @@ signing-key: $(COSIGN_DEP)
 # REGISTRY_INSECURE's rule says to speak to it: without one, the push would
 # fail only after the build. No answer, a certificate this machine does not
 # trust, or plain HTTP where the rule says HTTPS: one line that says which.
-registry-check: $(RELEASE) ## Check REGISTRY answers /v2/ within 5 s; plain HTTP, certificate unchecked, only if REGISTRY_INSECURE=true or, when empty, Docker's insecure-registries allows it
+registry-check: $(RELEASE) ## Check REGISTRY answers /v2/ within 5 s; plain HTTP, certificate unchecked, only if REGISTRY_INSECURE=true or, when empty, the engine's insecure registries allow it
 	@$(RELEASE) registry $(REGISTRY_HOST) >/dev/null
 
 clean: docker-clean

@@ -6,11 +6,13 @@ package main
 // verified, as an entry of Docker's insecure-registries means) when
 // REGISTRY_INSECURE says true; it is secure (HTTPS with a certificate this
 // machine trusts, nothing else) when it says false. When it is empty, the
-// Docker engine decides as it does for docker push (docker info's
-// RegistryConfig): a registry it lists by name is what it lists it as;
-// otherwise the registry is insecure when an address its host resolves to
-// is in one of Docker's insecure CIDRs, 127.0.0.0/8 by default. Without a
-// Docker engine that answers, that default applies.
+// engine `docker` speaks to decides as it does for its own push. Docker
+// (docker info's RegistryConfig): a registry it lists by name is what it
+// lists it as; otherwise the registry is insecure when an address its host
+// resolves to is in one of Docker's insecure CIDRs, 127.0.0.0/8 by default.
+// Podman, where `docker` is Podman's CLI (its info's registries, from
+// registries.conf): a registry listed with insecure = true is insecure, any
+// other secure. Without an engine that answers, Docker's default applies.
 
 import (
 	"bytes"
@@ -48,14 +50,16 @@ func (r registry) options() []remote.Option {
 	return []remote.Option{remote.WithTransport(r.transport)}
 }
 
-// dockerRegistries is what `docker info` says of registries.
+// dockerRegistries is what `docker info` says of registries, in Docker's
+// terms; source names where the engine keeps them.
 type dockerRegistries struct {
 	IndexConfigs          map[string]struct{ Secure bool }
 	InsecureRegistryCIDRs []string
+	source                string
 }
 
 // dockerDefault is the Docker engine's own when nothing is configured.
-var dockerDefault = dockerRegistries{InsecureRegistryCIDRs: []string{"127.0.0.0/8"}}
+var dockerDefault = dockerRegistries{InsecureRegistryCIDRs: []string{"127.0.0.0/8"}, source: "Docker's default insecure-registries"}
 
 // reach applies the rule to host with the knob's value, asking the Docker
 // engine only when the knob is empty.
@@ -88,9 +92,9 @@ func decide(ctx context.Context, host, knob string, docker func(context.Context)
 		return false, "", fmt.Errorf("REGISTRY_INSECURE=%q: want true, false, or empty to ask the Docker engine", knob)
 	}
 	config, err := docker(ctx)
-	asked := "Docker's insecure-registries"
+	asked := config.source
 	if err != nil {
-		config, asked = dockerDefault, fmt.Sprintf("no Docker engine answered (%v), so Docker's default insecure-registries", err)
+		config, asked = dockerDefault, fmt.Sprintf("no Docker engine answered (%v), so %s", err, dockerDefault.source)
 	}
 	if index, ok := config.IndexConfigs[host]; ok {
 		return !index.Secure, fmt.Sprintf("%s: %s is listed, secure %t", asked, host, index.Secure), nil
@@ -114,22 +118,54 @@ func decide(ctx context.Context, host, knob string, docker func(context.Context)
 			}
 		}
 	}
+	if len(config.InsecureRegistryCIDRs) == 0 {
+		return false, fmt.Sprintf("%s does not list %s", asked, host), nil
+	}
 	return false, fmt.Sprintf("%s %v holds no address of %s", asked, config.InsecureRegistryCIDRs, hostname), nil
 }
 
-// askDocker runs docker info for the engine's registry configuration.
+// askDocker runs docker info for the engine's registry configuration:
+// Docker's RegistryConfig, or Podman's registries where `docker` is Podman's
+// CLI, in Docker's terms.
 func askDocker(ctx context.Context) (dockerRegistries, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, "docker", "info", "--format", "{{json .RegistryConfig}}")
+	cmd := exec.CommandContext(ctx, "docker", "info", "--format", "{{json .}}")
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		return dockerRegistries{}, fmt.Errorf("docker info: %v %s", err, strings.TrimSpace(stderr.String()))
 	}
-	var config dockerRegistries
-	if err := json.Unmarshal(stdout.Bytes(), &config); err != nil {
-		return dockerRegistries{}, fmt.Errorf("docker info's RegistryConfig %q: %w", strings.TrimSpace(stdout.String()), err)
+	return parseInfo(stdout.Bytes())
+}
+
+// parseInfo reads the registry configuration from docker info's JSON.
+func parseInfo(info []byte) (dockerRegistries, error) {
+	var engine struct {
+		RegistryConfig *dockerRegistries          // Docker's
+		Registries     map[string]json.RawMessage // Podman's, by prefix, and "search"
+	}
+	if err := json.Unmarshal(info, &engine); err != nil {
+		return dockerRegistries{}, fmt.Errorf("docker info's JSON: %w", err)
+	}
+	if engine.RegistryConfig != nil {
+		config := *engine.RegistryConfig
+		config.source = "Docker's insecure-registries"
+		return config, nil
+	}
+	if engine.Registries == nil {
+		return dockerRegistries{}, errors.New("docker info says nothing of registries: neither Docker's RegistryConfig nor Podman's registries")
+	}
+	config := dockerRegistries{IndexConfigs: map[string]struct{ Secure bool }{}, source: "Podman's registries.conf"}
+	for prefix, raw := range engine.Registries {
+		var r struct{ Insecure bool }
+		if prefix == "search" || json.Unmarshal(raw, &r) != nil {
+			continue // the unqualified-search list, not a registry
+		}
+		host, _, _ := strings.Cut(prefix, "/")
+		if _, ok := config.IndexConfigs[host]; !ok || prefix == host {
+			config.IndexConfigs[host] = struct{ Secure bool }{!r.Insecure}
+		}
 	}
 	return config, nil
 }
@@ -181,7 +217,8 @@ func (r registry) explain(err error) error {
 			"to skip the check, as Docker's insecure-registries does", r.host, cert.Err)
 	case errors.Is(err, errPlainHTTP) || strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
 		return fmt.Errorf("%s speaks plain HTTP, and the rule says HTTPS for it (%s); nothing was sent over plain HTTP. "+
-			"List it in Docker's insecure-registries (/etc/docker/daemon.json) or set REGISTRY_INSECURE=true", r.host, r.why)
+			"List it as insecure where your engine keeps registries (Docker: insecure-registries in /etc/docker/daemon.json; "+
+			"Podman: insecure = true in registries.conf) or set REGISTRY_INSECURE=true", r.host, r.why)
 	}
 	return err
 }

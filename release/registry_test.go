@@ -36,6 +36,10 @@ func TestDecide(t *testing.T) {
 		return addrs, nil
 	}
 	noEngine := docker(dockerRegistries{}, errors.New("docker info: exit status 1"))
+	podman, err := parseInfo([]byte(podmanInfo))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		host, knob string
 		docker     func(context.Context) (dockerRegistries, error)
@@ -53,6 +57,9 @@ func TestDecide(t *testing.T) {
 		{"127.0.0.1:5000", "", noEngine, true, "no Docker engine answered"},
 		{"office.lan:5000", "", noEngine, false, "no Docker engine answered"},
 		{"nowhere.test:5000", "", docker(listed, nil), false, "does not resolve"},
+		{"localhost:5000", "", docker(podman, nil), true, "Podman's registries.conf: localhost:5000 is listed, secure false"},
+		{"reg.lan:5000", "", docker(podman, nil), false, "Podman's registries.conf: reg.lan:5000 is listed, secure true"},
+		{"127.0.0.1:5000", "", docker(podman, nil), false, "Podman's registries.conf does not list 127.0.0.1:5000"},
 	} {
 		insecure, why, err := decide(context.Background(), tc.host, tc.knob, tc.docker, lookup)
 		if err != nil || insecure != tc.insecure || !strings.Contains(why, tc.why) {
@@ -61,6 +68,30 @@ func TestDecide(t *testing.T) {
 	}
 	if _, _, err := decide(context.Background(), "x:1", "yes", noEngine, lookup); err == nil || !strings.Contains(err.Error(), "REGISTRY_INSECURE") {
 		t.Errorf(`decide with REGISTRY_INSECURE="yes" = %v, want an error naming the knob`, err)
+	}
+}
+
+// podmanInfo is what `docker info --format '{{json .}}'` prints where docker
+// is Podman 4.3's CLI, cut to the registries: registries.conf's entries by
+// prefix, and its unqualified-search list.
+const podmanInfo = `{"host": {"arch": "amd64"}, "store": {"graphDriverName": "overlay"},
+ "registries": {"localhost:5000": {"Prefix": "localhost:5000", "Location": "localhost:5000", "Insecure": true, "Blocked": false},
+  "reg.lan:5000/team": {"Prefix": "reg.lan:5000/team", "Location": "reg.lan:5000/team", "Insecure": false},
+  "search": ["docker.io"]}}`
+
+// TestParseInfo reads Docker's and Podman's docker info alike.
+func TestParseInfo(t *testing.T) {
+	docker, err := parseInfo([]byte(`{"ID": "x", "RegistryConfig": {"IndexConfigs": {"docker.io": {"Secure": true}}, "InsecureRegistryCIDRs": ["127.0.0.0/8"]}}`))
+	if err != nil || !docker.IndexConfigs["docker.io"].Secure || len(docker.InsecureRegistryCIDRs) != 1 || docker.source != "Docker's insecure-registries" {
+		t.Errorf("parseInfo(Docker's info) = %+v, %v", docker, err)
+	}
+	podman, err := parseInfo([]byte(podmanInfo))
+	if err != nil || podman.IndexConfigs["localhost:5000"].Secure || !podman.IndexConfigs["reg.lan:5000"].Secure ||
+		len(podman.IndexConfigs) != 2 || len(podman.InsecureRegistryCIDRs) != 0 {
+		t.Errorf("parseInfo(Podman's info) = %+v, %v; want localhost:5000 insecure, reg.lan:5000 secure, no CIDRs", podman, err)
+	}
+	if _, err := parseInfo([]byte(`{"ID": "x"}`)); err == nil {
+		t.Error("parseInfo of an info with no registries: no error")
 	}
 }
 
