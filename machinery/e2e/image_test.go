@@ -15,7 +15,7 @@ import (
 // from outside, so every image a pod runs is made here.
 type goImage struct {
 	ref     string // repository:tag under the registry, as the cluster asks for it
-	dir     string // the folder (under test/e2e) of the go.mod that pins the command
+	dir     string // the folder (under machinery/e2e) of the go.mod that pins the command
 	pkg     string // the command's package
 	module  string // the module whose version the tag must be, read from that go.mod; "" for none
 	ldflags string // on top of -s -w

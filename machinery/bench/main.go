@@ -2,12 +2,13 @@
 // writes the same bytes (make bench), and checks the promises hello makes
 // under load and hostile clients (make soak).
 //
-//	go run ./bench bench [flags]  print the markdown table; exit 1 if a budget is missed
-//	go run ./bench soak [flags]   run the reliability checks; exit 1 if a promise breaks
-//	go run ./bench flood [flags]  soak's connection flood against a running server
-//	                              (test/container floods the image with it)
+//	bench bench [flags]  print the markdown table; exit 1 if a budget is missed
+//	bench soak [flags]   run the reliability checks; exit 1 if a promise breaks
+//	bench flood [flags]  soak's connection flood against a running server
+//	                     (machinery/container floods the image with it)
 //
-// It runs from the repository root, needs wrk, ab and valgrind on PATH (make
+// It is a module of its own, so that hello's is one package; make builds it
+// and runs it from the repository root. It needs wrk, ab and valgrind on PATH (make
 // installs them), and sends traffic only to 127.0.0.1, bounded in count and time.
 package main
 
@@ -32,7 +33,7 @@ const name = "TutorialHero"
 func main() {
 	commands := map[string]func([]string) error{"bench": runBench, "soak": runSoak, "flood": runFlood}
 	if len(os.Args) < 2 || commands[os.Args[1]] == nil {
-		fmt.Fprintln(os.Stderr, "usage: go run ./bench bench|soak|flood [flags]  (-h lists the flags)")
+		fmt.Fprintln(os.Stderr, "usage: bench bench|soak|flood [flags]  (-h lists the flags)")
 		os.Exit(2)
 	}
 	run := commands[os.Args[1]]

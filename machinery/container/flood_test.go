@@ -7,8 +7,8 @@ import (
 )
 
 // TestFlood floods the image as the Deployment runs it, 64 MiB and no swap,
-// with bench's connection flood at its default size, make soak's (go run
-// ./bench flood, floodConns in bench/flood.go; its line tells what it saw):
+// with bench's connection flood at its default size, make soak's (bench
+// flood, floodConns in machinery/bench/flood.go; its line tells what it saw):
 // hello must not be OOM-killed, must still run and greet, and docker stop
 // must end it with exit code 0.
 //
@@ -32,8 +32,8 @@ func TestFlood(t *testing.T) {
 	greet(t, addr, "Flood")
 
 	pid := docker(t, "inspect", "-f", "{{.State.Pid}}", name)
-	out, err := tryRun("go", "run", "./bench", "flood", "-addr", addr, "-pid", pid)
-	t.Logf("go run ./bench flood: %s", out)
+	out, err := tryRun("go", "-C", "machinery/bench", "run", ".", "flood", "-addr", addr, "-pid", pid)
+	t.Logf("go -C machinery/bench run . flood: %s", out)
 	if err != nil {
 		t.Errorf("the flood saw socket errors or could not run: %v", err)
 	}

@@ -1,4 +1,4 @@
-module hello/test/e2e/coredns
+module hello/machinery/e2e/coredns
 
 // The CoreDNS whose image make e2e builds for the DNS Deployment k3s runs,
 // the version k3s v1.34 asks for. No Go file here: the tool directive keeps

@@ -1,4 +1,4 @@
-module hello/test/e2e
+module hello/machinery/e2e
 
 go 1.24.0
 

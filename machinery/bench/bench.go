@@ -62,9 +62,9 @@ func runBench(args []string) error {
 	serverCPU := fs.String("server-cpu", "0", "CPU the server is pinned to under callgrind and wrk")
 	clientCPU := fs.String("client-cpu", "1", "CPU ab and wrk are pinned to")
 	count := fs.Int("count", 5, "go test -bench runs per package, interleaved")
-	helloBench := fs.String("hello-bench", ".:^BenchmarkGreet$", "package:benchmark of hello's greeting path")
-	helloLogBench := fs.String("hello-log-bench", ".:^BenchmarkGreetAccessLog$", "package:benchmark of the greeting path with the access log")
-	floorBench := fs.String("floor-bench", "./bench/floor:^BenchmarkGreet$", "package:benchmark of floor's handler")
+	helloBench := fs.String("hello-bench", ".:^BenchmarkGreet$", "folder:benchmark of hello's greeting path")
+	helloLogBench := fs.String("hello-log-bench", ".:^BenchmarkGreetAccessLog$", "folder:benchmark of the greeting path with the access log")
+	floorBench := fs.String("floor-bench", "machinery/bench/floor:^BenchmarkGreet$", "folder:benchmark of floor's handler")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -471,13 +471,13 @@ func wrkOnce(p *proc, conns int, d time.Duration, cpu string) (wrkResult, float6
 }
 
 // imageSizes builds hello's image from the repository's Dockerfile and
-// floor's from bench/floor/Dockerfile, each in a context holding only its
+// floor's from machinery/bench/floor/Dockerfile, each in a context holding only its
 // Dockerfile and the binary measured, returns their sizes and removes them.
 func imageSizes(helloBin, floorBin, tmp string) (hello, floor float64, err error) {
 	builds := []struct {
 		name, bin, dockerfile string
 		size                  *float64
-	}{{"hello", helloBin, "Dockerfile", &hello}, {"floor", floorBin, "bench/floor/Dockerfile", &floor}}
+	}{{"hello", helloBin, "Dockerfile", &hello}, {"floor", floorBin, "machinery/bench/floor/Dockerfile", &floor}}
 	for _, b := range builds {
 		image := fmt.Sprintf("hello-bench-%d-%s", os.Getpid(), b.name)
 		ctx := filepath.Join(tmp, image)
@@ -518,19 +518,20 @@ func copyFile(src, dst string) error {
 
 // goBench compiles each package's test binary once, runs the named
 // benchmark count times interleaved, and returns the medians of ns/op, B/op
-// and allocs/op. A spec is "package:benchmark-regexp"; a benchmark that the
-// package does not have is n/a.
+// and allocs/op. A spec is "folder:benchmark-regexp", the folder a
+// package's; a benchmark that the package does not have is n/a.
 func goBench(specs [3]string, count int, tmp string) ([]row, error) {
 	var bins [3]string
 	var benches [3]string
 	for i, spec := range specs {
-		pkg, bench, ok := strings.Cut(spec, ":")
+		dir, bench, ok := strings.Cut(spec, ":")
 		if !ok {
-			return nil, fmt.Errorf("benchmark %q is not package:regexp", spec)
+			return nil, fmt.Errorf("benchmark %q is not folder:regexp", spec)
 		}
 		bins[i], benches[i] = filepath.Join(tmp, fmt.Sprintf("pkg%d.test", i)), bench
-		if out, err := exec.Command("go", "test", "-c", "-o", bins[i], pkg).CombinedOutput(); err != nil { // #nosec G204 -- bench exists to run go's benchmarks
-			return nil, fmt.Errorf("go test -c %s: %v\n%s", pkg, err, out)
+		// In the folder: hello and floor are packages of two modules.
+		if out, err := exec.Command("go", "-C", dir, "test", "-c", "-o", bins[i], ".").CombinedOutput(); err != nil { // #nosec G204 -- bench exists to run go's benchmarks
+			return nil, fmt.Errorf("go -C %s test -c: %v\n%s", dir, err, out)
 		}
 	}
 	var all [3][3][]float64 // figure, server, run

@@ -252,8 +252,8 @@ func roomForFiles(need int) error {
 	return syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 }
 
-// runFlood is `go run ./bench flood`: one flood against a server that
-// already runs, such as a container (test/container runs it).
+// runFlood is `bench flood`: one flood against a server that
+// already runs, such as a container (machinery/container runs it).
 func runFlood(args []string) error {
 	fs := flag.NewFlagSet("flood", flag.ExitOnError)
 	addr := fs.String("addr", "", "the server's `host:port`, on 127.0.0.1")

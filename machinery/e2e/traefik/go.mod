@@ -1,4 +1,4 @@
-module hello/test/e2e/traefik
+module hello/machinery/e2e/traefik
 
 // The Traefik that make e2e runs as the cluster's ingress controller. v3.6.x,
 // not k3s v1.34's v3.7.x: v3.7 replaces a module with a fork the Go module

@@ -1,4 +1,4 @@
-module hello/test/e2e/metrics-server
+module hello/machinery/e2e/metrics-server
 
 // The metrics-server whose image make e2e builds for the Deployment k3s runs
 // (the cluster's HorizontalPodAutoscaler reads it), the version k3s v1.34

@@ -1,0 +1,3 @@
+module hello/machinery/bench
+
+go 1.25

@@ -1,0 +1,3 @@
+module hello/machinery/container
+
+go 1.24

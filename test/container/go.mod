@@ -1,3 +1,0 @@
-module hello/test/container
-
-go 1.24
