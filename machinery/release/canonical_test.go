@@ -148,11 +148,11 @@ func TestCanonical(t *testing.T) {
 }
 
 func TestDockerfileLabels(t *testing.T) {
-	got, err := dockerfileLabels("../Dockerfile")
+	got, err := dockerfileLabels("../../Dockerfile")
 	want := []string{"org.opencontainers.image.title", "org.opencontainers.image.description", "org.opencontainers.image.licenses",
 		"org.opencontainers.image.source", "org.opencontainers.image.version", "org.opencontainers.image.revision"}
 	if err != nil || !slices.Equal(got, want) {
-		t.Errorf("dockerfileLabels(../Dockerfile) = %q, %v, want %q", got, err, want)
+		t.Errorf("dockerfileLabels(../../Dockerfile) = %q, %v, want %q", got, err, want)
 	}
 	path := filepath.Join(t.TempDir(), "Dockerfile")
 	text := "FROM scratch\nlabel old value with blanks\n# LABEL commented=out\nLABEL \"quoted key\"='a = b' \\\n  # a comment inside\n  next=\"x y\"\nENV LABEL=no\n"

@@ -27,7 +27,7 @@ func TestGreet(t *testing.T) {
 // TestLimitsAsHello keeps floor's http.Server limits the same expressions
 // as hello's: a difference would show up in make bench as hello's cost.
 func TestLimitsAsHello(t *testing.T) {
-	hello, floor := serverFields(t, "../../hello.go"), serverFields(t, "main.go")
+	hello, floor := serverFields(t, "../../../hello.go"), serverFields(t, "main.go")
 	for _, k := range []string{"ReadHeaderTimeout", "ReadTimeout", "WriteTimeout", "IdleTimeout", "MaxHeaderBytes"} {
 		if hello[k] == "" || floor[k] != hello[k] {
 			t.Errorf("http.Server %s: floor sets %q, hello %q; want the same", k, floor[k], hello[k])
