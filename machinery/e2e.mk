@@ -1,11 +1,11 @@
 # The e2e suite and the cluster it builds: one k3s server with Traefik and
 # sigstore policy-controller, all built here from pinned sources
-# (docs/kubernetes.md). Included by the top Makefile.
+# (machinery/e2e/README.md). Included by the top Makefile.
 
 # The cluster's ingress controller, for make e2e KUBECONFIG=...: its streams
 # go there (k3s: http://<node>:80). The built-in cluster runs its own Traefik.
 INGRESS_URL  ?=
-# The built-in e2e cluster is one k3s server (docs/kubernetes.md), built
+# The built-in e2e cluster is one k3s server (machinery/e2e/README.md), built
 # from K3S_SOURCE, a `git archive` tarball of k3s checked against K3S_SHA256
 # (the default sits beside the repository: ../shared/k3s/README.md), or the
 # k3s binary K3S names. Its containerd config template comes from K3S_SOURCE
@@ -28,7 +28,7 @@ KNOBS += INGRESS_URL K3S_SOURCE K3S_SHA256 K3S POLICY_CONTROLLER_VERSION
 K3S_DEP = $(filter $(K3S_BIN),$(K3S))
 
 # machinery/e2e/traefik/go.mod pins the Traefik that serves the e2e cluster's
-# Ingress (docs/ingress.md says why that version). Only recipes name these
+# Ingress (machinery/e2e/README.md says why that version). Only recipes name these
 # (a prerequisite or a rule's name is expanded on every make call), so no
 # other make call reads the file.
 TRAEFIK_VERSION = $(shell awk '$$1 == "require" && $$2 == "github.com/traefik/traefik/v3" {print $$3}' machinery/e2e/traefik/go.mod)

@@ -2,7 +2,7 @@ module hello/machinery/e2e/traefik
 
 // The Traefik that make e2e runs as the cluster's ingress controller. v3.6.x,
 // not k3s v1.34's v3.7.x: v3.7 replaces a module with a fork the Go module
-// proxy does not serve, so it cannot be built from the proxy (docs/ingress.md).
+// proxy does not serve, so it cannot be built from the proxy (../README.md).
 // No Go file here: the tool directive keeps go mod tidy from dropping it.
 go 1.25.0
 
