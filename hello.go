@@ -37,7 +37,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -398,10 +397,9 @@ func whyRefused(name string) string {
 // of Unicode's bidirectional algorithm (UAX #9): the embeddings, overrides
 // and isolates and the two that end them, the runes of CVE-2021-42574
 // ("Trojan Source"). In a terminal or a log they reorder what the reader
-// sees (/%E2%80%AEgnp.exe shows as "Hello, !exe.png"). unicode.Bidi_Control,
-// which the log's escaping uses (isTerminalControl), also holds the marks
-// LRM, RLM and ALM, which reorder nothing and which names in mixed scripts
-// need: they are greeted.
+// sees (/%E2%80%AEgnp.exe shows as "Hello, !exe.png"). unicode.Bidi_Control
+// also holds the marks LRM, RLM and ALM, which reorder nothing and which
+// names in mixed scripts need: they are greeted.
 func isExplicitBidi(r rune) bool {
 	return '\u202a' <= r && r <= '\u202e' || '\u2066' <= r && r <= '\u2069'
 }
@@ -547,6 +545,13 @@ func (c *limitedConn) Close() error {
 // probes that fail. Its other answers are (/readyz's 503 while shutting
 // down, a 405).
 //
+// No client byte reaches a line raw, so no line holds a character a
+// terminal acts on: the target is the only field a client writes, and
+// escapeTarget leaves it printable ASCII; the method is a token (net/http
+// answers 400 to anything else) and the remote address an IP and port.
+// net/http's complaints on a plain-HTTP server quote no client bytes, and
+// slog escapes the C0 controls, invalid UTF-8 and U+2028/U+2029 itself.
+//
 // It hands the record to the handler itself: slog.Logger's methods also
 // look up their caller for a source field hello does not log, which was
 // 40% of a line's cost (1.7 µs against 1.0).
@@ -653,7 +658,7 @@ type logBuffer struct {
 	wake chan struct{} // a line came into an empty buffer, or the buffer passed half full
 
 	mu      sync.Mutex
-	lines   []byte // waiting for out, escaped (appendEscaped)
+	lines   []byte // waiting for out
 	count   int    // lines in lines
 	dropped int    // lines dropped since the last report
 
@@ -674,7 +679,7 @@ func (b *logBuffer) Write(line []byte) (int, error) {
 		b.dropped++
 		return len(line), nil
 	}
-	b.lines = appendEscaped(b.lines, line)
+	b.lines = append(b.lines, line...)
 	b.count++
 	if before == 0 || before < logBufferSize/2 && len(b.lines) >= logBufferSize/2 {
 		select {
@@ -755,52 +760,4 @@ func (b *logBuffer) countDropped(n int) {
 	b.mu.Lock()
 	b.dropped += n
 	b.mu.Unlock()
-}
-
-// appendEscaped appends a JSON line with every rune a terminal acts on
-// rather than shows (isTerminalControl) written as a \u escape, and invalid
-// UTF-8 as \ufffd. slog writes DEL, the C1 controls and the bidirectional
-// controls raw; JSON escapes the C0 controls itself. A JSON line holds such
-// a rune only inside a string, where the escape reads back as the same
-// rune, so the line's meaning is kept.
-//
-// Every such rune has a byte of 0x7f or more, and hello's own lines have
-// none: the first loop skips them 8 bytes at a time, 50 ns for a line of
-// the access log, where a byte at a time took 160.
-func appendEscaped(dst, line []byte) []byte {
-	i := 0
-	for ; i+8 <= len(line); i += 8 {
-		// A byte's top bit is set in x, or in x plus 1 in every byte, only
-		// when the byte is 0x7f or more; a carry comes only from 0xff.
-		x := binary.LittleEndian.Uint64(line[i:])
-		if (x|(x+0x0101010101010101))&0x8080808080808080 != 0 {
-			break
-		}
-	}
-	const hex = "0123456789abcdef"
-	from := 0
-	for i < len(line) {
-		if line[i] < 0x7f {
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRune(line[i:])
-		if size > 1 && !isTerminalControl(r) {
-			i += size
-			continue
-		}
-		dst = append(dst, line[from:i]...)
-		dst = append(dst, '\\', 'u', hex[r>>12&15], hex[r>>8&15], hex[r>>4&15], hex[r&15])
-		i += size
-		from = i
-	}
-	return append(dst, line[from:]...)
-}
-
-// isTerminalControl is true for the runes that can reorder, recolour or
-// split a line on an operator's screen: the C0 and C1 controls and DEL
-// (escape sequences, CSI U+009B, line breaks), the bidirectional controls
-// (CVE-2021-42574's reordering) and the line and paragraph separators.
-func isTerminalControl(r rune) bool {
-	return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || unicode.In(r, unicode.Zl, unicode.Zp)
 }
