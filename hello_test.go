@@ -163,9 +163,8 @@ func FuzzGreet(f *testing.F) {
 	var out bytes.Buffer
 	logBuf := newLogBuffer(&out)
 	h := &requestLog{logs: slog.NewJSONHandler(logBuf, nil), g: &greeter{}}
-	ctx := connContext(h)
 	serve := func(target string, u *url.URL) (*httptest.ResponseRecorder, string) {
-		r := httptest.NewRequestWithContext(ctx, "GET", "/", nil)
+		r := httptest.NewRequest("GET", "/", nil)
 		r.URL, r.RequestURI = u, target
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
@@ -284,7 +283,7 @@ func TestLogEscapes(t *testing.T) {
 				if err != nil {
 					continue // net/http answers 400 before any handler runs: TestRunAccessLogHostile
 				}
-				r := httptest.NewRequestWithContext(connContext(access), "GET", "/", nil)
+				r := httptest.NewRequest("GET", "/", nil)
 				r.URL, r.RequestURI = u, target
 				access.ServeHTTP(httptest.NewRecorder(), r)
 				logBuf.flush()
@@ -384,7 +383,7 @@ func BenchmarkGreetAccessLog(b *testing.B) {
 	done := logBuf.start()
 	defer done(context.Background(), time.Second)
 	h := &requestLog{logs: slog.NewJSONHandler(logBuf, nil), g: &greeter{}}
-	benchmark(b, h, httptest.NewRequestWithContext(connContext(h), "GET", "/TutorialHero", nil))
+	benchmark(b, h, httptest.NewRequest("GET", "/TutorialHero", nil))
 }
 
 // benchmark serves r to h, again and again.
@@ -395,13 +394,6 @@ func benchmark(b *testing.B, h http.Handler, r *http.Request) {
 		clear(w.header)
 		h.ServeHTTP(w, r)
 	}
-}
-
-// connContext is the context that h's ConnContext hook gives the requests
-// of a connection, for tests that call h.ServeHTTP themselves.
-func connContext(h *requestLog) context.Context {
-	conn, _ := net.Pipe()
-	return h.connContext(context.Background(), conn)
 }
 
 // discard is a ResponseWriter that keeps nothing, so the benchmark measures the handler.
