@@ -302,9 +302,8 @@ func probe(addr string) error {
 	return nil
 }
 
-// greeter answers every route. One switch, no mux: Go 1.22 ServeMux patterns
-// cost +7.9% instructions per greeting (53.0k vs 49.1k), more than all of
-// hello's own logic.
+// greeter answers every route. One switch, no mux: ServeMux's patterns cost
+// more per greeting than all of hello's own logic (docs/benchmarks.md).
 type greeter struct {
 	draining atomic.Bool // set when shutdown begins
 }
@@ -319,8 +318,7 @@ var (
 func (g *greeter) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.answer(w, r) }
 
 // answer answers r and returns the status and the length of the body it
-// wrote, which the access log records: so it needs no ResponseWriter
-// wrapper, which cost an allocation and an indirect call per write.
+// wrote, which the access log records without wrapping the ResponseWriter.
 func (g *greeter) answer(w http.ResponseWriter, r *http.Request) (status, size int) {
 	if g.draining.Load() {
 		w.Header()["Connection"] = closeConn // clients reconnect, to a replica that is not stopping
@@ -427,7 +425,7 @@ func refuse(w http.ResponseWriter, code int, msg string) (status, size int) {
 // or one that has not sent a whole request yet) to make room, as nginx does;
 // when every connection is mid-request, the newest waits in Accept and the
 // rest in the kernel's accept queue. Without it, a client that opens a few
-// thousand connections holds ~21 KB of hello's memory with each (docs).
+// thousand connections gets a pod OOM-killed (docs/benchmarks.md).
 //
 // A request costs two state changes; each is one atomic store on its own
 // connection. The mutex is taken only on accept, on close and at the cap.
@@ -552,8 +550,7 @@ func (c *limitedConn) Close() error {
 // slog escapes the C0 controls, invalid UTF-8 and U+2028/U+2029 itself.
 //
 // It hands the record to the handler itself: slog.Logger's methods also
-// look up their caller for a source field hello does not log, which was
-// 40% of a line's cost (1.7 µs against 1.0).
+// look up their caller, for a source field hello does not log.
 type requestLog struct {
 	logs slog.Handler
 	g    *greeter
@@ -562,7 +559,7 @@ type requestLog struct {
 func (l *requestLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	status, sent := l.g.answer(w, r)
-	took := time.Since(start) // the monotonic clock only: cheaper than a second time.Now
+	took := time.Since(start) // the line's time is start+took: one wall-clock read
 	if status == http.StatusOK && (r.URL.Path == "/healthz" || r.URL.Path == "/readyz") {
 		return
 	}
@@ -608,24 +605,21 @@ func escapeTarget(target string) string {
 	return b.String()
 }
 
-// How the log is written. A write system call, and a wake-up of the
-// reader, for each line made a logged request cost 23-35% more CPU than an
-// unlogged one (make bench's row, on a busy machine); in batches, 7-16%.
+// How the log is written: in batches, not a write system call and a wake-up
+// of the reader a line, which cost a logged request several times what
+// batches do (docs/benchmarks.md, as are the figures behind each value).
 const (
 	// logBufferSize bounds the lines waiting for stdout, besides the batch
-	// being written. At a pod's ~100 requests/s, 1 MiB of ~180-byte lines is
-	// a minute or more of a stalled reader before a line is lost; at full
-	// speed here, two flush intervals.
+	// being written: a minute or more of a pod's lines, for a stalled
+	// reader, before a line is lost.
 	logBufferSize = 1 << 20
 	// logFlushEvery is how long a line waits for others to share its
-	// write. At 300 requests/s, 1 ms batches cost more than none (a timer
-	// wake-up a line); 10 ms were in between, 50 ms and 250 ms alike.
+	// write: shorter batches cost more, longer ones no less.
 	logFlushEvery = 50 * time.Millisecond
 	// logStopWait bounds the last write on a clean stop. A reader that
-	// takes nothing for 2 s has stalled (a live one takes a full buffer in
-	// 2 ms), and the Deployment's 5 s delay and 10 s drain plus 2 s stay
-	// inside its 20 s grace period, so the kubelet's SIGKILL does not cut
-	// the stop short.
+	// takes nothing this long has stalled, and the Deployment's 5 s delay
+	// and 10 s drain plus 2 s stay inside its 20 s grace period, so the
+	// kubelet's SIGKILL does not cut the stop short.
 	logStopWait = 2 * time.Second
 	// logAtOnceWait is what a second signal leaves the log: enough for a
 	// live reader, here a terminal, to show why hello stopped.
