@@ -231,77 +231,6 @@ func isPort(s string) bool {
 	return err == nil && strconv.FormatUint(n, 10) == s
 }
 
-// newServer is hello's server, with the limits the README's table lists.
-func newServer(handler http.Handler) *http.Server {
-	return &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,  // cuts off clients that dribble their headers
-		ReadTimeout:       10 * time.Second, // bounds a whole request, body included
-		WriteTimeout:      10 * time.Second, // bounds a client that does not read its answer
-		IdleTimeout:       60 * time.Second, // frees idle keep-alive connections
-		MaxHeaderBytes:    8 << 10,          // larger headers get 431
-	}
-}
-
-// servingArgs returns the arguments of the hello that serves beside this
-// probe: the process with the lowest PID whose executable is this same
-// file (PID 1 in a container; tini's child under `docker run --init`). It
-// returns nil when there is none, or /proc does not tell.
-func servingArgs() []string {
-	self, err := os.Stat("/proc/self/exe")
-	if err != nil {
-		return nil
-	}
-	procs, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	serving := 0
-	for _, p := range procs {
-		pid, err := strconv.Atoi(p.Name())
-		if err != nil || pid == os.Getpid() || serving != 0 && pid > serving {
-			continue
-		}
-		if exe, err := os.Stat("/proc/" + p.Name() + "/exe"); err == nil && os.SameFile(exe, self) {
-			serving = pid
-		}
-	}
-	if serving == 0 {
-		return nil
-	}
-	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(serving) + "/cmdline") // #nosec G304 -- /proc/<pid>/cmdline of a process running this binary
-	if err != nil {
-		return nil
-	}
-	return strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")[1:]
-}
-
-// probe asks a running hello for /healthz, within 2 s in all. It speaks
-// HTTP/1.0 over a plain connection, so the binary carries no HTTP client and
-// the image needs no curl.
-func probe(addr string) error {
-	deadline := time.Now().Add(2 * time.Second) // one bound for the dial and the exchange
-	conn, err := (&net.Dialer{Deadline: deadline}).Dial("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	defer conn.Close()
-	if err := conn.SetDeadline(deadline); err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	if _, err := io.WriteString(conn, "GET /healthz HTTP/1.0\r\nHost: "+addr+"\r\n\r\n"); err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	status, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	if f := strings.Fields(status); len(f) < 2 || f[1] != "200" {
-		return fmt.Errorf("healthcheck: %s answered %q", addr, strings.TrimSpace(status))
-	}
-	return nil
-}
-
 // greeter answers every route. One switch, no mux: ServeMux's patterns cost
 // more per greeting than all of hello's own logic (docs/benchmarks.md).
 type greeter struct {
@@ -418,6 +347,18 @@ func text(w http.ResponseWriter, code int, body string) (status, size int) {
 func refuse(w http.ResponseWriter, code int, msg string) (status, size int) {
 	http.Error(w, msg, code)
 	return code, len(msg) + 1
+}
+
+// newServer is hello's server, with the limits the README's table lists.
+func newServer(handler http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,  // cuts off clients that dribble their headers
+		ReadTimeout:       10 * time.Second, // bounds a whole request, body included
+		WriteTimeout:      10 * time.Second, // bounds a client that does not read its answer
+		IdleTimeout:       60 * time.Second, // frees idle keep-alive connections
+		MaxHeaderBytes:    8 << 10,          // larger headers get 431
+	}
 }
 
 // connLimit is a listener that holds at most limit connections. At the cap it
@@ -741,4 +682,63 @@ func (b *logBuffer) countDropped(n int) {
 	b.mu.Lock()
 	b.dropped += n
 	b.mu.Unlock()
+}
+
+// servingArgs returns the arguments of the hello that serves beside this
+// probe: the process with the lowest PID whose executable is this same
+// file (PID 1 in a container; tini's child under `docker run --init`). It
+// returns nil when there is none, or /proc does not tell.
+func servingArgs() []string {
+	self, err := os.Stat("/proc/self/exe")
+	if err != nil {
+		return nil
+	}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	serving := 0
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid == os.Getpid() || serving != 0 && pid > serving {
+			continue
+		}
+		if exe, err := os.Stat("/proc/" + p.Name() + "/exe"); err == nil && os.SameFile(exe, self) {
+			serving = pid
+		}
+	}
+	if serving == 0 {
+		return nil
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(serving) + "/cmdline") // #nosec G304 -- /proc/<pid>/cmdline of a process running this binary
+	if err != nil {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")[1:]
+}
+
+// probe asks a running hello for /healthz, within 2 s in all. It speaks
+// HTTP/1.0 over a plain connection, so the binary carries no HTTP client and
+// the image needs no curl.
+func probe(addr string) error {
+	deadline := time.Now().Add(2 * time.Second) // one bound for the dial and the exchange
+	conn, err := (&net.Dialer{Deadline: deadline}).Dial("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(deadline); err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	if _, err := io.WriteString(conn, "GET /healthz HTTP/1.0\r\nHost: "+addr+"\r\n\r\n"); err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	status, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	if f := strings.Fields(status); len(f) < 2 || f[1] != "200" {
+		return fmt.Errorf("healthcheck: %s answered %q", addr, strings.TrimSpace(status))
+	}
+	return nil
 }
