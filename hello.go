@@ -15,19 +15,15 @@
 // path segment is 404; any other method is 405. The names healthz, readyz,
 // favicon.ico and robots.txt are reserved: nobody called that can be greeted.
 //
-// A port, from -addr or $PORT, is a decimal number 0-65535. `hello
-// -healthcheck` serves nothing: it asks the hello on the same address for
-// /healthz within 2 s, exit 0 on 200. Without -addr it takes the arguments
-// of the hello that runs this same binary beside it (from /proc): a Docker
-// HEALTHCHECK sees the container's environment, not its arguments.
-//
-// `hello -h` lists the flags and $PORT. On SIGTERM or SIGINT it answers /readyz
-// with 503 for -shutdown-delay, then drains for -shutdown-timeout; a second
-// signal stops it at once. Logs are JSON lines on stdout, after a banner.
-// Writing them never makes a request wait: they go through a bounded buffer,
-// and when stdout does not keep up, lines are dropped and then counted in a
-// line of their own. A clean stop first writes what is buffered, waiting up to
-// 2 s for stdout.
+// `hello -h` lists the flags and $PORT; a port is a decimal number 0-65535.
+// On SIGTERM or SIGINT it answers /readyz with 503 for -shutdown-delay, then
+// drains for -shutdown-timeout; a second signal stops it at once. Logs are
+// JSON lines on stdout, after a banner. Writing them never makes a request
+// wait: lines stdout does not take in time are dropped, then counted. A
+// clean stop first writes what is buffered, waiting up to 2 s for stdout.
+// `hello -healthcheck` serves nothing: it asks the hello on the same address
+// (without -addr, the one this binary runs as beside it) for /healthz within
+// 2 s, exit 0 on 200.
 //
 // Exit codes: 0 after a clean shutdown, 1 when serving fails, the shutdown
 // timeout cut requests off or a second signal came, 2 for bad flags.
@@ -134,19 +130,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return usageError{fmt.Errorf("bad port %q in -addr %q: want a decimal port, 0-65535", port, *addr)}
 	}
 	if *healthcheck {
-		// Go listens on both families for a wildcard host: 127.0.0.1
-		// reaches it, also where a container has no IPv6.
-		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
-			host = "127.0.0.1"
-		}
-		return probe(net.JoinHostPort(host, port))
+		return probe(host, port)
 	}
 
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(signals)
-	var ln net.Listener
-	ln, err = net.Listen("tcp", *addr)
+	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
 	}
@@ -241,7 +231,6 @@ type greeter struct {
 var (
 	textPlain = []string{"text/plain; charset=utf-8"}
 	nosniff   = []string{"nosniff"}
-	closeConn = []string{"close"}
 )
 
 func (g *greeter) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.answer(w, r) }
@@ -250,7 +239,7 @@ func (g *greeter) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.answer(w
 // wrote, which the access log records without wrapping the ResponseWriter.
 func (g *greeter) answer(w http.ResponseWriter, r *http.Request) (status, size int) {
 	if g.draining.Load() {
-		w.Header()["Connection"] = closeConn // clients reconnect, to a replica that is not stopping
+		w.Header().Set("Connection", "close") // clients reconnect, to a replica that is not stopping
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -285,11 +274,10 @@ func (g *greeter) greet(w http.ResponseWriter, r *http.Request) (status, size in
 	return text(w, http.StatusOK, "Hello, "+name+"!\n")
 }
 
-// nameOf returns the decoded single path segment, and false when the path has
-// more than one segment. net/http has decoded u.Path already; u.RawPath, when
-// set, is the path as the client sent it, which tells an escaped slash
-// (/a%2Fb) from a separator. u.EscapedPath() would not: for a path that also
-// holds raw UTF-8 (/ü%2Fb) it re-escapes u.Path and loses the escaped slash.
+// nameOf returns the decoded single path segment, and false when the path
+// has more than one. u.RawPath, when set, is the path as sent, which tells an
+// escaped slash (/a%2Fb) from a separator; u.EscapedPath() would not for a
+// path that also holds raw UTF-8 (/ü%2Fb): it re-escapes u.Path.
 func nameOf(u *url.URL) (string, bool) {
 	if u.RawPath == "" {
 		name, ok := strings.CutPrefix(u.Path, "/")
@@ -319,13 +307,11 @@ func whyRefused(name string) string {
 	return ""
 }
 
-// isExplicitBidi is true for the explicit directional formatting characters
-// of Unicode's bidirectional algorithm (UAX #9): the embeddings, overrides
-// and isolates and the two that end them, the runes of CVE-2021-42574
-// ("Trojan Source"). In a terminal or a log they reorder what the reader
-// sees (/%E2%80%AEgnp.exe shows as "Hello, !exe.png"). unicode.Bidi_Control
-// also holds the marks LRM, RLM and ALM, which reorder nothing and which
-// names in mixed scripts need: they are greeted.
+// isExplicitBidi is true for UAX #9's explicit directional formatting
+// characters (embeddings, overrides, isolates and their ends), the runes of
+// CVE-2021-42574 ("Trojan Source"): /%E2%80%AEgnp.exe would show as
+// "Hello, !exe.png". unicode.Bidi_Control also holds the marks LRM, RLM and
+// ALM, which reorder nothing and names in mixed scripts need: they are greeted.
 func isExplicitBidi(r rune) bool {
 	return '\u202a' <= r && r <= '\u202e' || '\u2066' <= r && r <= '\u2069'
 }
@@ -361,15 +347,13 @@ func newServer(handler http.Handler) *http.Server {
 	}
 }
 
-// connLimit is a listener that holds at most limit connections. At the cap it
-// closes the connection idle the longest (a keep-alive one between requests,
-// or one that has not sent a whole request yet) to make room, as nginx does;
-// when every connection is mid-request, the newest waits in Accept and the
-// rest in the kernel's accept queue. Without it, a client that opens a few
-// thousand connections gets a pod OOM-killed (docs/benchmarks.md).
-//
-// A request costs two state changes; each is one atomic store on its own
-// connection. The mutex is taken only on accept, on close and at the cap.
+// connLimit is a listener that holds at most limit connections, so that a
+// client with a few thousand sockets cannot get a pod OOM-killed. At the cap
+// it closes the connection idle the longest (between requests, or before a
+// whole request) to make room, as nginx does; when every connection is
+// mid-request, the newest waits in Accept, the rest in the kernel's queue.
+// A request's two state changes are an atomic store each on its own
+// connection; the mutex is taken only on accept, on close and at the cap.
 type connLimit struct {
 	*net.TCPListener
 	limit   int
@@ -476,22 +460,15 @@ func (c *limitedConn) Close() error {
 	return c.TCPConn.Close()
 }
 
-// requestLog is -access-log's handler: one JSON line per request, with
-// time, remote address, method, target, status, bytes and duration (ns).
-// A probe answered 200 is not logged: the Deployment's readiness probe
-// alone would be 1,800 lines an hour a pod, and the kubelet reports the
-// probes that fail. Its other answers are (/readyz's 503 while shutting
-// down, a 405).
+// requestLog is -access-log's handler: one JSON line per request. A probe
+// answered 200 is not logged (the kubelet reports the ones that fail); its
+// other answers are. It hands the record to the slog.Handler itself:
+// slog.Logger also looks up the caller, for a source field hello omits.
 //
-// No client byte reaches a line raw, so no line holds a character a
-// terminal acts on: the target is the only field a client writes, and
-// escapeTarget leaves it printable ASCII; the method is a token (net/http
-// answers 400 to anything else) and the remote address an IP and port.
-// net/http's complaints on a plain-HTTP server quote no client bytes, and
-// slog escapes the C0 controls, invalid UTF-8 and U+2028/U+2029 itself.
-//
-// It hands the record to the handler itself: slog.Logger's methods also
-// look up their caller, for a source field hello does not log.
+// No client byte reaches a line raw: the target is escapeTarget's printable
+// ASCII, the method a token (net/http answers 400 to anything else), the
+// remote address an IP and port. net/http's complaints on a plain-HTTP
+// server quote no client bytes; slog escapes C0, invalid UTF-8 and U+2028/9.
 type requestLog struct {
 	logs slog.Handler
 	g    *greeter
@@ -510,7 +487,7 @@ func (l *requestLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	line := slog.NewRecord(start.Add(took), slog.LevelInfo, "request", 0)
 	line.AddAttrs(
 		slog.String("remote", r.RemoteAddr),
-		slog.String("method", r.Method), // a token: net/http answers 400 to anything else
+		slog.String("method", r.Method),
 		slog.String("target", escapeTarget(r.RequestURI)),
 		slog.Int("status", status),
 		slog.Int("bytes", sent),
@@ -518,12 +495,10 @@ func (l *requestLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = l.logs.Handle(r.Context(), line) // its only error would be logBuffer's, which has none
 }
 
-// escapeTarget returns the request target as the client sent it, with every
-// byte outside printable ASCII percent-encoded, as nginx and Apache log the
-// request line. So the log tells /a%2Fb (greeted) from /a/b (404) and keeps
-// invalid UTF-8 as it came, no client byte reaches the line raw, and the
-// target can be pasted into curl to send the request again. A raw byte and
-// its escape log alike (/ü and /%C3%BC); hello answers them alike too.
+// escapeTarget returns the target as sent, every byte outside printable
+// ASCII percent-encoded, as nginx and Apache log it: /a%2Fb (greeted) and
+// /a/b (404) stay apart, invalid UTF-8 keeps its value, and the target can
+// be pasted into curl. /ü and /%C3%BC log alike; hello answers them alike.
 func escapeTarget(target string) string {
 	i := 0
 	for i < len(target) && '!' <= target[i] && target[i] <= '~' {
@@ -533,48 +508,36 @@ func escapeTarget(target string) string {
 		return target // the common case: nothing to escape, nothing allocated
 	}
 	const upperHex = "0123456789ABCDEF"
-	var b strings.Builder
-	b.Grow(len(target) + 2*(len(target)-i))
-	b.WriteString(target[:i])
-	for ; i < len(target); i++ {
-		if c := target[i]; '!' <= c && c <= '~' {
-			b.WriteByte(c)
+	b := []byte(target[:i])
+	for _, c := range []byte(target[i:]) {
+		if '!' <= c && c <= '~' {
+			b = append(b, c)
 		} else {
-			b.Write([]byte{'%', upperHex[c>>4], upperHex[c&15]})
+			b = append(b, '%', upperHex[c>>4], upperHex[c&15])
 		}
 	}
-	return b.String()
+	return string(b)
 }
 
-// How the log is written: in batches, not a write system call and a wake-up
-// of the reader a line, which cost a logged request several times what
-// batches do (docs/benchmarks.md, as are the figures behind each value).
+// How the log is written: in batches, since a write system call and a
+// wake-up of the reader for each line cost far more (docs/benchmarks.md
+// gives the figures behind each value).
 const (
-	// logBufferSize bounds the lines waiting for stdout, besides the batch
-	// being written: a minute or more of a pod's lines, for a stalled
-	// reader, before a line is lost.
-	logBufferSize = 1 << 20
-	// logFlushEvery is how long a line waits for others to share its
-	// write: shorter batches cost more, longer ones no less.
-	logFlushEvery = 50 * time.Millisecond
-	// logStopWait bounds the last write on a clean stop. A reader that
-	// takes nothing this long has stalled, and the Deployment's 5 s delay
-	// and 10 s drain plus 2 s stay inside its 20 s grace period, so the
-	// kubelet's SIGKILL does not cut the stop short.
-	logStopWait = 2 * time.Second
-	// logAtOnceWait is what a second signal leaves the log: enough for a
-	// live reader, here a terminal, to show why hello stopped.
-	logAtOnceWait = 200 * time.Millisecond
+	logBufferSize = 1 << 20               // lines waiting besides the batch being written: a minute of a pod's or more
+	logFlushEvery = 50 * time.Millisecond // how long a line waits for others to share its write
+	// logStopWait bounds the last write on a clean stop: a reader that takes
+	// nothing this long has stalled, and the Deployment's 5 s delay and 10 s
+	// drain plus 2 s stay inside its 20 s grace period.
+	logStopWait   = 2 * time.Second
+	logAtOnceWait = 200 * time.Millisecond // what a second signal leaves the log: enough for a terminal to show why
 )
 
-// logBuffer is the writer under every log line: the access log, net/http's
-// complaints and the lifecycle lines. slog's JSONHandler hands it each line
-// in one Write, which copies the line into a bounded buffer and returns at
-// once: a stdout nobody reads (a full pipe) never makes a request wait, as
-// Docker's non-blocking log mode and Envoy's access log do it. When the
-// buffer is full the line is dropped and counted; once stdout takes lines
-// again, a WARN line "log lines dropped" says how many. One goroutine,
-// drain, writes the buffer to stdout in batches.
+// logBuffer is the writer under every log line. slog's JSONHandler hands it
+// each line in one Write, which copies it into a bounded buffer and returns:
+// a stdout nobody reads never makes a request wait (Docker's non-blocking
+// log mode, Envoy's access log). A line that does not fit is dropped and
+// counted, and a WARN line says how many once stdout takes lines again.
+// One goroutine, drain, writes the buffer to stdout in batches.
 type logBuffer struct {
 	out  io.Writer
 	wake chan struct{} // a line came into an empty buffer, or the buffer passed half full
@@ -617,10 +580,7 @@ func (b *logBuffer) Write(line []byte) (int, error) {
 // has not taken by then is lost.
 func (b *logBuffer) start() func(ctx context.Context, wait time.Duration) {
 	stop, drained := make(chan struct{}), make(chan struct{})
-	go func() {
-		b.drain(stop)
-		close(drained)
-	}()
+	go func() { b.drain(stop); close(drained) }()
 	return func(ctx context.Context, wait time.Duration) {
 		close(stop)
 		ctx, cancel := context.WithTimeout(ctx, wait)
@@ -632,9 +592,8 @@ func (b *logBuffer) start() func(ctx context.Context, wait time.Duration) {
 	}
 }
 
-// drain writes the buffer to out logFlushEvery after the first line of a
-// batch, at once when the buffer is half full, and a last time when stop
-// closes.
+// drain writes the buffer to out logFlushEvery after a batch's first line,
+// at once when the buffer is half full, and a last time when stop closes.
 func (b *logBuffer) drain(stop <-chan struct{}) {
 	batch := time.NewTimer(logFlushEvery)
 	for {
@@ -654,9 +613,8 @@ func (b *logBuffer) drain(stop <-chan struct{}) {
 	}
 }
 
-// flush writes the buffered lines to out in one Write, then, if lines were
-// dropped, a line that counts them. Lines a failed Write lost are counted
-// as dropped.
+// flush writes the buffered lines to out in one Write, then a line that
+// counts the dropped ones, if any; a failed Write's lines count as dropped.
 func (b *logBuffer) flush() {
 	b.mu.Lock()
 	batch, count, dropped := b.lines, b.count, b.dropped
@@ -684,10 +642,9 @@ func (b *logBuffer) countDropped(n int) {
 	b.mu.Unlock()
 }
 
-// servingArgs returns the arguments of the hello that serves beside this
-// probe: the process with the lowest PID whose executable is this same
-// file (PID 1 in a container; tini's child under `docker run --init`). It
-// returns nil when there is none, or /proc does not tell.
+// servingArgs returns the arguments of the hello beside this probe: the
+// lowest PID whose executable is this same file (PID 1 in a container;
+// tini's child under `docker run --init`); nil when /proc does not tell.
 func servingArgs() []string {
 	self, err := os.Stat("/proc/self/exe")
 	if err != nil {
@@ -717,10 +674,16 @@ func servingArgs() []string {
 	return strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")[1:]
 }
 
-// probe asks a running hello for /healthz, within 2 s in all. It speaks
-// HTTP/1.0 over a plain connection, so the binary carries no HTTP client and
-// the image needs no curl.
-func probe(addr string) error {
+// probe asks the hello on host and port for /healthz, within 2 s in all.
+// It speaks HTTP/1.0 over a plain connection, so the binary carries no HTTP
+// client and the image needs no curl.
+func probe(host, port string) error {
+	// Go listens on both families for a wildcard host: 127.0.0.1 reaches
+	// it, also where a container has no IPv6.
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	addr := net.JoinHostPort(host, port)
 	deadline := time.Now().Add(2 * time.Second) // one bound for the dial and the exchange
 	conn, err := (&net.Dialer{Deadline: deadline}).Dial("tcp", addr)
 	if err != nil {
