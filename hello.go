@@ -544,7 +544,6 @@ type logBuffer struct {
 
 	mu      sync.Mutex
 	lines   []byte // waiting for out
-	count   int    // lines in lines
 	dropped int    // lines dropped since the last report
 
 	spare []byte // drain's: the last batch written, whose memory the next one reuses
@@ -565,7 +564,6 @@ func (b *logBuffer) Write(line []byte) (int, error) {
 		return len(line), nil
 	}
 	b.lines = append(b.lines, line...)
-	b.count++
 	if before == 0 || before < logBufferSize/2 && len(b.lines) >= logBufferSize/2 {
 		select {
 		case b.wake <- struct{}{}:
@@ -617,13 +615,13 @@ func (b *logBuffer) drain(stop <-chan struct{}) {
 // counts the dropped ones, if any; a failed Write's lines count as dropped.
 func (b *logBuffer) flush() {
 	b.mu.Lock()
-	batch, count, dropped := b.lines, b.count, b.dropped
-	b.lines, b.count, b.dropped = b.spare[:0], 0, 0
+	batch, dropped := b.lines, b.dropped
+	b.lines, b.dropped = b.spare[:0], 0
 	b.mu.Unlock()
 	b.spare = batch
 	if len(batch) > 0 {
 		if n, err := b.out.Write(batch); err != nil {
-			b.countDropped(dropped + count - bytes.Count(batch[:n], []byte{'\n'}))
+			b.countDropped(dropped + bytes.Count(batch[n:], []byte{'\n'})) // the lines not wholly written
 			return
 		}
 	}

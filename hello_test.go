@@ -359,15 +359,36 @@ func TestLogBufferDrops(t *testing.T) {
 	}
 }
 
-// failingWriter fails every Write while fail is set.
+// TestLogBufferPartialWrite: when stdout takes part of a batch and fails,
+// the lines it did not take whole are counted as dropped.
+func TestLogBufferPartialWrite(t *testing.T) {
+	w := &failingWriter{fail: true}
+	logBuf := newLogBuffer(w)
+	logs := slog.New(slog.NewJSONHandler(logBuf, nil))
+	for i := range 3 {
+		logs.Info("line", "i", i)
+	}
+	w.take = bytes.IndexByte(logBuf.lines, '\n') + 5 // the first line and part of the second
+	logBuf.flush()
+	w.fail = false
+	logBuf.flush()
+	if got, want := w.b.String(), `"msg":"log lines dropped","dropped":2}`; !strings.Contains(got, want) {
+		t.Errorf("3 lines, a write that took 1 and part of another, then one that works: wrote %q, want %q in it", got, want)
+	}
+}
+
+// failingWriter fails every Write while fail is set, having taken the
+// first take bytes.
 type failingWriter struct {
 	fail bool
+	take int
 	b    bytes.Buffer
 }
 
 func (w *failingWriter) Write(p []byte) (int, error) {
 	if w.fail {
-		return 0, errors.New("no space left on device")
+		n, _ := w.b.Write(p[:min(w.take, len(p))])
+		return n, errors.New("no space left on device")
 	}
 	return w.b.Write(p)
 }
