@@ -77,9 +77,8 @@ func main() {
 // usageError is a bad flag or environment value: exit code 2, like the flag package.
 type usageError struct{ error }
 
-// run is the whole program; main only wires it to the process. SIGTERM,
-// SIGINT or the end of ctx begins the shutdown; a second signal ends it at
-// once. run returns when the server has stopped.
+// run is the whole program; main only wires it to the process. SIGTERM, SIGINT
+// or the end of ctx begins the shutdown, a second signal ends it at once.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("hello", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -107,9 +106,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	}
 	if *healthcheck && !isSet(fs, "addr") {
-		// The image's HEALTHCHECK has the container's environment but not
-		// the arguments `docker run IMAGE -addr :9090` gave hello: read
-		// them from the hello that serves beside this probe.
+		// The image's HEALTHCHECK has the container's environment, not the
+		// arguments `docker run IMAGE -addr :9090` gave the hello beside it.
 		if served := servingArgs(); served != nil {
 			if err := fs.Parse(served); err != nil {
 				return fmt.Errorf("healthcheck: the serving hello's arguments %q: %w", served, err)
@@ -174,9 +172,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logs.Info("shutdown begun", "delay", delay.String(), "timeout", timeout.String())
 	h.draining.Store(true)
 
-	// Docker and Kubernetes send one SIGTERM, then SIGKILL; a person at a
-	// terminal presses Ctrl-C twice, and means it: stopAtOnce ends atOnce,
-	// and with it the delay, the drain and the wait for the log.
+	// Docker and Kubernetes send one SIGTERM, then SIGKILL; a person at a terminal
+	// presses Ctrl-C twice, and means it: atOnce ends the delay, drain and log wait.
 	atOnce, stopAtOnce := context.WithCancel(context.Background())
 	defer stopAtOnce()
 	go func() {
@@ -307,11 +304,10 @@ func whyRefused(name string) string {
 	return ""
 }
 
-// isExplicitBidi is true for UAX #9's explicit directional formatting
-// characters (embeddings, overrides, isolates and their ends), the runes of
-// CVE-2021-42574 ("Trojan Source"): /%E2%80%AEgnp.exe would show as
-// "Hello, !exe.png". unicode.Bidi_Control also holds the marks LRM, RLM and
-// ALM, which reorder nothing and names in mixed scripts need: they are greeted.
+// isExplicitBidi is true for UAX #9's embeddings, overrides and isolates and
+// their ends, the "Trojan Source" runes: /%E2%80%AEgnp.exe would show as
+// "Hello, !exe.png". unicode.Bidi_Control also holds LRM, RLM and ALM, which
+// reorder nothing and names in mixed scripts need: they are greeted.
 func isExplicitBidi(r rune) bool {
 	return '\u202a' <= r && r <= '\u202e' || '\u2066' <= r && r <= '\u2069'
 }
@@ -347,13 +343,12 @@ func newServer(handler http.Handler) *http.Server {
 	}
 }
 
-// connLimit is a listener that holds at most limit connections, so that a
-// client with a few thousand sockets cannot get a pod OOM-killed. At the cap
-// it closes the connection idle the longest (between requests, or before a
-// whole request) to make room, as nginx does; when every connection is
-// mid-request, the newest waits in Accept, the rest in the kernel's queue.
-// A request's two state changes are an atomic store each on its own
-// connection; the mutex is taken only on accept, on close and at the cap.
+// connLimit holds at most limit connections, so a client with a few thousand
+// sockets cannot get a pod OOM-killed. At the cap it closes the one idle the
+// longest (between requests, or before a whole request), as nginx does; when
+// all are mid-request, the newest waits in Accept, the rest in the kernel.
+// A request's two state changes are an atomic store each on its connection;
+// the mutex is taken only on accept, on close and at the cap.
 type connLimit struct {
 	*net.TCPListener
 	limit   int
@@ -460,11 +455,9 @@ func (c *limitedConn) Close() error {
 	return c.TCPConn.Close()
 }
 
-// requestLog is -access-log's handler: one JSON line per request. A probe
-// answered 200 is not logged (the kubelet reports the ones that fail); its
-// other answers are. It hands the record to the slog.Handler itself:
-// slog.Logger also looks up the caller, for a source field hello omits.
-//
+// requestLog is -access-log's handler: one JSON line per request, but none
+// for a probe answered 200 (the kubelet reports the ones that fail). It hands
+// the record to the slog.Handler: slog.Logger would also look up the caller.
 // No client byte reaches a line raw: the target is escapeTarget's printable
 // ASCII, the method a token (net/http answers 400 to anything else), the
 // remote address an IP and port. net/http's complaints on a plain-HTTP
@@ -519,25 +512,21 @@ func escapeTarget(target string) string {
 	return string(b)
 }
 
-// How the log is written: in batches, since a write system call and a
-// wake-up of the reader for each line cost far more (docs/benchmarks.md
-// gives the figures behind each value).
+// The log is written in batches: a write system call and a wake-up of the
+// reader a line cost far more (docs/benchmarks.md has each value's figures).
 const (
 	logBufferSize = 1 << 20               // lines waiting besides the batch being written: a minute of a pod's or more
 	logFlushEvery = 50 * time.Millisecond // how long a line waits for others to share its write
-	// logStopWait bounds the last write on a clean stop: a reader that takes
-	// nothing this long has stalled, and the Deployment's 5 s delay and 10 s
-	// drain plus 2 s stay inside its 20 s grace period.
+	// logStopWait bounds a clean stop's last write: a reader that takes nothing this
+	// long has stalled, and the Deployment's 5 s delay + 10 s drain + 2 s fit its 20 s grace.
 	logStopWait   = 2 * time.Second
 	logAtOnceWait = 200 * time.Millisecond // what a second signal leaves the log: enough for a terminal to show why
 )
 
-// logBuffer is the writer under every log line. slog's JSONHandler hands it
-// each line in one Write, which copies it into a bounded buffer and returns:
-// a stdout nobody reads never makes a request wait (Docker's non-blocking
-// log mode, Envoy's access log). A line that does not fit is dropped and
-// counted, and a WARN line says how many once stdout takes lines again.
-// One goroutine, drain, writes the buffer to stdout in batches.
+// logBuffer is the writer under every log line. Write copies a line into a
+// bounded buffer and returns, so a stdout nobody reads never makes a request
+// wait (Docker's non-blocking log mode, Envoy's access log); a line that does
+// not fit is dropped and counted. One goroutine, drain, writes it to stdout.
 type logBuffer struct {
 	out  io.Writer
 	wake chan struct{} // a line came into an empty buffer, or the buffer passed half full
@@ -573,9 +562,8 @@ func (b *logBuffer) Write(line []byte) (int, error) {
 	return len(line), nil
 }
 
-// start runs drain. The function it returns stops drain, which writes what
-// is left, and waits for that until ctx ends or wait passes; what stdout
-// has not taken by then is lost.
+// start runs drain. The function it returns stops drain, which writes what is
+// left, and waits for that until ctx ends or wait passes.
 func (b *logBuffer) start() func(ctx context.Context, wait time.Duration) {
 	stop, drained := make(chan struct{}), make(chan struct{})
 	go func() { b.drain(stop); close(drained) }()
