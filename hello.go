@@ -55,14 +55,10 @@ import (
 	"unicode/utf8"
 )
 
-// Set at build time by the Makefile: -ldflags '-X main.version=... -X main.revision=...'.
-var (
-	version  = "dev"
-	revision = "unknown"
-)
+// version and revision are set by the Makefile: -ldflags '-X main.version=...'.
+var version, revision = "dev", "unknown"
 
-// maxName is the longest name, in bytes after decoding, that is greeted.
-const maxName = 256
+const maxName = 256 // the longest name greeted, in bytes after decoding
 
 func main() {
 	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
@@ -145,8 +141,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if *accessLog {
 		srv.Handler = &requestLog{logs: logs.Handler(), g: h}
 	}
-	// net/http's own complaints, as WARN lines.
-	srv.ErrorLog = slog.NewLogLogger(logs.Handler(), slog.LevelWarn)
+	srv.ErrorLog = slog.NewLogLogger(logs.Handler(), slog.LevelWarn) // net/http's own complaints
 	if *maxConns > 0 {
 		limited := limitConns(ln.(*net.TCPListener), *maxConns)
 		ln, srv.ConnState = limited, limited.track
@@ -232,8 +227,7 @@ var (
 
 func (g *greeter) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.answer(w, r) }
 
-// answer answers r and returns the status and the length of the body it
-// wrote, which the access log records without wrapping the ResponseWriter.
+// answer answers r and returns the status and body length, for the access log.
 func (g *greeter) answer(w http.ResponseWriter, r *http.Request) (status, size int) {
 	if g.draining.Load() {
 		w.Header().Set("Connection", "close") // clients reconnect, to a replica that is not stopping
@@ -253,11 +247,6 @@ func (g *greeter) answer(w http.ResponseWriter, r *http.Request) (status, size i
 	case "/favicon.ico", "/robots.txt": // every browser visit asks for the one, crawlers for the other
 		return refuse(w, http.StatusNotFound, "not found: hello serves greetings, not files")
 	}
-	return g.greet(w, r)
-}
-
-// greet answers /{name}.
-func (g *greeter) greet(w http.ResponseWriter, r *http.Request) (status, size int) {
 	name, ok := nameOf(r.URL)
 	if !ok {
 		return refuse(w, http.StatusNotFound, "not found: the name is a single path segment, like /TutorialHero")
@@ -272,9 +261,8 @@ func (g *greeter) greet(w http.ResponseWriter, r *http.Request) (status, size in
 }
 
 // nameOf returns the decoded single path segment, and false when the path
-// has more than one. u.RawPath, when set, is the path as sent, which tells an
-// escaped slash (/a%2Fb) from a separator; u.EscapedPath() would not for a
-// path that also holds raw UTF-8 (/ü%2Fb): it re-escapes u.Path.
+// has more than one. u.RawPath, when set, is the path as sent: it tells an
+// escaped slash (/a%2Fb) from a separator, where u.EscapedPath() re-escapes.
 func nameOf(u *url.URL) (string, bool) {
 	if u.RawPath == "" {
 		name, ok := strings.CutPrefix(u.Path, "/")
@@ -288,8 +276,7 @@ func nameOf(u *url.URL) (string, bool) {
 	return name, err == nil
 }
 
-// whyRefused says why a name must not be echoed, or returns "" for a good
-// one. The reason never quotes the name.
+// whyRefused says, never quoting it, why a name must not be echoed; "" if it may.
 func whyRefused(name string) string {
 	switch {
 	case len(name) > maxName:
@@ -304,16 +291,14 @@ func whyRefused(name string) string {
 	return ""
 }
 
-// isExplicitBidi is true for UAX #9's embeddings, overrides and isolates and
-// their ends, the "Trojan Source" runes: /%E2%80%AEgnp.exe would show as
-// "Hello, !exe.png". unicode.Bidi_Control also holds LRM, RLM and ALM, which
-// reorder nothing and names in mixed scripts need: they are greeted.
+// isExplicitBidi is true for UAX #9's embeddings, overrides, isolates and their
+// ends ("Trojan Source": /%E2%80%AEgnp.exe shows as "Hello, !exe.png"); not for
+// LRM, RLM and ALM, which unicode.Bidi_Control holds and names in mixed scripts need.
 func isExplicitBidi(r rune) bool {
 	return '\u202a' <= r && r <= '\u202e' || '\u2066' <= r && r <= '\u2069'
 }
 
 // text writes a plain-text answer and returns its status and body length.
-// Direct header map writes skip canonicalizing the keys.
 func text(w http.ResponseWriter, code int, body string) (status, size int) {
 	h := w.Header()
 	h["Content-Type"] = textPlain
@@ -324,8 +309,7 @@ func text(w http.ResponseWriter, code int, body string) (status, size int) {
 	return code, len(body)
 }
 
-// refuse writes an error answer with http.Error, which ends msg with a
-// newline, and returns its status and body length.
+// refuse answers with http.Error, which adds a newline; see text.
 func refuse(w http.ResponseWriter, code int, msg string) (status, size int) {
 	http.Error(w, msg, code)
 	return code, len(msg) + 1
@@ -347,8 +331,6 @@ func newServer(handler http.Handler) *http.Server {
 // sockets cannot get a pod OOM-killed. At the cap it closes the one idle the
 // longest (between requests, or before a whole request), as nginx does; when
 // all are mid-request, the newest waits in Accept, the rest in the kernel.
-// A request's two state changes are an atomic store each on its connection;
-// the mutex is taken only on accept, on close and at the cap.
 type connLimit struct {
 	*net.TCPListener
 	limit   int
@@ -400,8 +382,7 @@ func (l *connLimit) Accept() (net.Conn, error) {
 	return c, nil
 }
 
-// evictLocked closes the connection idle the longest, if any is idle and
-// none is closing.
+// evictLocked closes the connection idle the longest, if none is closing.
 func (l *connLimit) evictLocked() bool {
 	var oldest *limitedConn
 	var since uint64 // oldest's stamp, as read here: a stamp can change meanwhile
@@ -455,13 +436,9 @@ func (c *limitedConn) Close() error {
 	return c.TCPConn.Close()
 }
 
-// requestLog is -access-log's handler: one JSON line per request, but none
-// for a probe answered 200 (the kubelet reports the ones that fail). It hands
-// the record to the slog.Handler: slog.Logger would also look up the caller.
-// No client byte reaches a line raw: the target is escapeTarget's printable
-// ASCII, the method a token (net/http answers 400 to anything else), the
-// remote address an IP and port. net/http's complaints on a plain-HTTP
-// server quote no client bytes; slog escapes C0, invalid UTF-8 and U+2028/9.
+// requestLog is -access-log's handler: one JSON line per request, none for a
+// probe answered 200. No client byte reaches a line raw: the target is
+// escapeTarget's, the method a token net/http checked (docs/log.md).
 type requestLog struct {
 	logs slog.Handler
 	g    *greeter
@@ -478,20 +455,15 @@ func (l *requestLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		sent = 0 // net/http takes a HEAD's body from the handler and sends none of it
 	}
 	line := slog.NewRecord(start.Add(took), slog.LevelInfo, "request", 0)
-	line.AddAttrs(
-		slog.String("remote", r.RemoteAddr),
-		slog.String("method", r.Method),
-		slog.String("target", escapeTarget(r.RequestURI)),
-		slog.Int("status", status),
-		slog.Int("bytes", sent),
-		slog.Duration("duration", took))
+	line.AddAttrs(slog.String("remote", r.RemoteAddr), slog.String("method", r.Method),
+		slog.String("target", escapeTarget(r.RequestURI)), slog.Int("status", status),
+		slog.Int("bytes", sent), slog.Duration("duration", took))
 	_ = l.logs.Handle(r.Context(), line) // its only error would be logBuffer's, which has none
 }
 
-// escapeTarget returns the target as sent, every byte outside printable
-// ASCII percent-encoded, as nginx and Apache log it: /a%2Fb (greeted) and
-// /a/b (404) stay apart, invalid UTF-8 keeps its value, and the target can
-// be pasted into curl. /ü and /%C3%BC log alike; hello answers them alike.
+// escapeTarget returns the target as sent, every byte outside printable ASCII
+// percent-encoded, as nginx logs it: /a%2Fb (greeted) and /a/b (404) stay
+// apart, invalid UTF-8 keeps its value, and the target pastes into curl.
 func escapeTarget(target string) string {
 	i := 0
 	for i < len(target) && '!' <= target[i] && target[i] <= '~' {
@@ -512,21 +484,17 @@ func escapeTarget(target string) string {
 	return string(b)
 }
 
-// The log is written in batches: a write system call and a wake-up of the
-// reader a line cost far more (docs/benchmarks.md has each value's figures).
+// The log is written in batches: a write per line costs far more (docs/benchmarks.md).
 const (
-	logBufferSize = 1 << 20               // lines waiting besides the batch being written: a minute of a pod's or more
-	logFlushEvery = 50 * time.Millisecond // how long a line waits for others to share its write
-	// logStopWait bounds a clean stop's last write: a reader that takes nothing this
-	// long has stalled, and the Deployment's 5 s delay + 10 s drain + 2 s fit its 20 s grace.
-	logStopWait   = 2 * time.Second
+	logBufferSize = 1 << 20                // lines waiting besides the batch being written
+	logFlushEvery = 50 * time.Millisecond  // how long a line waits for others to share its write
+	logStopWait   = 2 * time.Second        // a clean stop's last write: the Deployment's 5 s delay + 10 s drain + 2 s fit its 20 s grace
 	logAtOnceWait = 200 * time.Millisecond // what a second signal leaves the log: enough for a terminal to show why
 )
 
-// logBuffer is the writer under every log line. Write copies a line into a
-// bounded buffer and returns, so a stdout nobody reads never makes a request
-// wait (Docker's non-blocking log mode, Envoy's access log); a line that does
-// not fit is dropped and counted. One goroutine, drain, writes it to stdout.
+// logBuffer is the writer under every log line: a bounded buffer, so a stdout
+// nobody reads never makes a request wait (Docker's non-blocking log mode,
+// Envoy's access log); a line that does not fit is dropped and counted.
 type logBuffer struct {
 	out  io.Writer
 	wake chan struct{} // a line came into an empty buffer, or the buffer passed half full
@@ -542,8 +510,7 @@ func newLogBuffer(out io.Writer) *logBuffer {
 	return &logBuffer{out: out, wake: make(chan struct{}, 1)}
 }
 
-// Write takes one line and never blocks on out. It reports no error: the
-// loggers above it have no one to tell.
+// Write takes one line and never blocks; the loggers above have no one to tell of an error.
 func (b *logBuffer) Write(line []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -562,8 +529,8 @@ func (b *logBuffer) Write(line []byte) (int, error) {
 	return len(line), nil
 }
 
-// start runs drain. The function it returns stops drain, which writes what is
-// left, and waits for that until ctx ends or wait passes.
+// start runs drain; the function it returns stops it and waits, at most until
+// ctx ends or wait passes, for it to write what is left.
 func (b *logBuffer) start() func(ctx context.Context, wait time.Duration) {
 	stop, drained := make(chan struct{}), make(chan struct{})
 	go func() { b.drain(stop); close(drained) }()
@@ -578,8 +545,7 @@ func (b *logBuffer) start() func(ctx context.Context, wait time.Duration) {
 	}
 }
 
-// drain writes the buffer to out logFlushEvery after a batch's first line,
-// at once when the buffer is half full, and a last time when stop closes.
+// drain writes the buffer logFlushEvery after a batch's first line, at once when half full, and when stopped.
 func (b *logBuffer) drain(stop <-chan struct{}) {
 	batch := time.NewTimer(logFlushEvery)
 	for {
@@ -609,7 +575,8 @@ func (b *logBuffer) flush() {
 	b.spare = batch
 	if len(batch) > 0 {
 		if n, err := b.out.Write(batch); err != nil {
-			b.countDropped(dropped + bytes.Count(batch[n:], []byte{'\n'})) // the lines not wholly written
+			dropped += bytes.Count(batch[n:], []byte{'\n'}) // the lines not wholly written
+		} else if dropped == 0 {
 			return
 		}
 	}
@@ -617,20 +584,15 @@ func (b *logBuffer) flush() {
 		var report bytes.Buffer
 		slog.New(slog.NewJSONHandler(&report, nil)).Warn("log lines dropped", "dropped", dropped)
 		if _, err := b.out.Write(report.Bytes()); err != nil {
-			b.countDropped(dropped)
+			b.mu.Lock()
+			b.dropped += dropped
+			b.mu.Unlock()
 		}
 	}
 }
 
-func (b *logBuffer) countDropped(n int) {
-	b.mu.Lock()
-	b.dropped += n
-	b.mu.Unlock()
-}
-
-// servingArgs returns the arguments of the hello beside this probe: the
-// lowest PID whose executable is this same file (PID 1 in a container;
-// tini's child under `docker run --init`); nil when /proc does not tell.
+// servingArgs returns the arguments of the lowest PID running this same file (PID 1
+// in a container, tini's child under `docker run --init`); nil if /proc does not tell.
 func servingArgs() []string {
 	self, err := os.Stat("/proc/self/exe")
 	if err != nil {
@@ -660,12 +622,10 @@ func servingArgs() []string {
 	return strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")[1:]
 }
 
-// probe asks the hello on host and port for /healthz, within 2 s in all.
-// It speaks HTTP/1.0 over a plain connection, so the binary carries no HTTP
-// client and the image needs no curl.
+// probe asks the hello on host and port for /healthz, within 2 s in all, in
+// HTTP/1.0 over a plain connection: the binary carries no HTTP client.
 func probe(host, port string) error {
-	// Go listens on both families for a wildcard host: 127.0.0.1 reaches
-	// it, also where a container has no IPv6.
+	// Go listens on both families for a wildcard host: 127.0.0.1 reaches it.
 	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 		host = "127.0.0.1"
 	}
@@ -676,12 +636,9 @@ func probe(host, port string) error {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
 	defer conn.Close()
-	if err := conn.SetDeadline(deadline); err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	if _, err := io.WriteString(conn, "GET /healthz HTTP/1.0\r\nHost: "+addr+"\r\n\r\n"); err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
+	// Neither fails but on a broken connection, which the read then reports.
+	_ = conn.SetDeadline(deadline)
+	_, _ = io.WriteString(conn, "GET /healthz HTTP/1.0\r\nHost: "+addr+"\r\n\r\n")
 	status, err := bufio.NewReader(conn).ReadString('\n')
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
