@@ -15,19 +15,15 @@
 // path segment is 404; any other method is 405. The names healthz, readyz,
 // favicon.ico and robots.txt are reserved: nobody called that can be greeted.
 //
-// A port, from -addr or $PORT, is a decimal number 0-65535. `hello
-// -healthcheck` serves nothing: it asks the hello on the same address for
-// /healthz within 2 s, exit 0 on 200. Without -addr it takes the arguments
-// of the hello that runs this same binary beside it (from /proc): a Docker
-// HEALTHCHECK sees the container's environment, not its arguments.
-//
-// `hello -h` lists the flags and $PORT. On SIGTERM or SIGINT it answers /readyz
-// with 503 for -shutdown-delay, then drains for -shutdown-timeout; a second
-// signal stops it at once. Logs are JSON lines on stdout, after a banner.
-// Writing them never makes a request wait: they go through a bounded buffer,
-// and when stdout does not keep up, lines are dropped and then counted in a
-// line of their own. A clean stop first writes what is buffered, waiting up to
-// 2 s for stdout.
+// `hello -h` lists the flags and $PORT; a port is a decimal number 0-65535.
+// On SIGTERM or SIGINT it answers /readyz with 503 for -shutdown-delay, then
+// drains for -shutdown-timeout; a second signal stops it at once. Logs are
+// JSON lines on stdout, after a banner. Writing them never makes a request
+// wait: lines stdout does not take in time are dropped, then counted. A
+// clean stop first writes what is buffered, waiting up to 2 s for stdout.
+// `hello -healthcheck` serves nothing: it asks the hello on the same address
+// (without -addr, the one this binary runs as beside it) for /healthz within
+// 2 s, exit 0 on 200.
 //
 // Exit codes: 0 after a clean shutdown, 1 when serving fails, the shutdown
 // timeout cut requests off or a second signal came, 2 for bad flags.
@@ -37,7 +33,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -60,14 +55,10 @@ import (
 	"unicode/utf8"
 )
 
-// Set at build time by the Makefile: -ldflags '-X main.version=... -X main.revision=...'.
-var (
-	version  = "dev"
-	revision = "unknown"
-)
+// version and revision are set by the Makefile: -ldflags '-X main.version=...'.
+var version, revision = "dev", "unknown"
 
-// maxName is the longest name, in bytes after decoding, that is greeted.
-const maxName = 256
+const maxName = 256 // the longest name greeted, in bytes after decoding
 
 func main() {
 	if err := run(context.Background(), os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
@@ -82,9 +73,8 @@ func main() {
 // usageError is a bad flag or environment value: exit code 2, like the flag package.
 type usageError struct{ error }
 
-// run is the whole program; main only wires it to the process. SIGTERM,
-// SIGINT or the end of ctx begins the shutdown; a second signal ends it at
-// once. run returns when the server has stopped.
+// run is the whole program; main only wires it to the process. SIGTERM, SIGINT
+// or the end of ctx begins the shutdown, a second signal ends it at once.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("hello", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -112,9 +102,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	}
 	if *healthcheck && !isSet(fs, "addr") {
-		// The image's HEALTHCHECK has the container's environment but not
-		// the arguments `docker run IMAGE -addr :9090` gave hello: read
-		// them from the hello that serves beside this probe.
+		// The image's HEALTHCHECK has the container's environment, not the
+		// arguments `docker run IMAGE -addr :9090` gave the hello beside it.
 		if served := servingArgs(); served != nil {
 			if err := fs.Parse(served); err != nil {
 				return fmt.Errorf("healthcheck: the serving hello's arguments %q: %w", served, err)
@@ -135,19 +124,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return usageError{fmt.Errorf("bad port %q in -addr %q: want a decimal port, 0-65535", port, *addr)}
 	}
 	if *healthcheck {
-		// Go listens on both families for a wildcard host: 127.0.0.1
-		// reaches it, also where a container has no IPv6.
-		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
-			host = "127.0.0.1"
-		}
-		return probe(net.JoinHostPort(host, port))
+		return probe(host, port)
 	}
 
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(signals)
-	var ln net.Listener
-	ln, err = net.Listen("tcp", *addr)
+	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return err
 	}
@@ -156,11 +139,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logs := slog.New(slog.NewJSONHandler(logBuf, nil))
 	srv := newServer(h)
 	if *accessLog {
-		access := &requestLog{logs: logs.Handler(), g: h}
-		srv.Handler, srv.ConnContext = access, access.connContext
+		srv.Handler = &requestLog{logs: logs.Handler(), g: h}
 	}
-	// net/http's own complaints, as WARN lines.
-	srv.ErrorLog = slog.NewLogLogger(logs.Handler(), slog.LevelWarn)
+	srv.ErrorLog = slog.NewLogLogger(logs.Handler(), slog.LevelWarn) // net/http's own complaints
 	if *maxConns > 0 {
 		limited := limitConns(ln.(*net.TCPListener), *maxConns)
 		ln, srv.ConnState = limited, limited.track
@@ -186,9 +167,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	logs.Info("shutdown begun", "delay", delay.String(), "timeout", timeout.String())
 	h.draining.Store(true)
 
-	// Docker and Kubernetes send one SIGTERM, then SIGKILL; a person at a
-	// terminal presses Ctrl-C twice, and means it: stopAtOnce ends atOnce,
-	// and with it the delay, the drain and the wait for the log.
+	// Docker and Kubernetes send one SIGTERM, then SIGKILL; a person at a terminal
+	// presses Ctrl-C twice, and means it: atOnce ends the delay, drain and log wait.
 	atOnce, stopAtOnce := context.WithCancel(context.Background())
 	defer stopAtOnce()
 	go func() {
@@ -233,80 +213,8 @@ func isPort(s string) bool {
 	return err == nil && strconv.FormatUint(n, 10) == s
 }
 
-// newServer is hello's server, with the limits the README's table lists.
-func newServer(handler http.Handler) *http.Server {
-	return &http.Server{
-		Handler:           handler,
-		ReadHeaderTimeout: 5 * time.Second,  // cuts off clients that dribble their headers
-		ReadTimeout:       10 * time.Second, // bounds a whole request, body included
-		WriteTimeout:      10 * time.Second, // bounds a client that does not read its answer
-		IdleTimeout:       60 * time.Second, // frees idle keep-alive connections
-		MaxHeaderBytes:    8 << 10,          // larger headers get 431
-	}
-}
-
-// servingArgs returns the arguments of the hello that serves beside this
-// probe: the process with the lowest PID whose executable is this same
-// file (PID 1 in a container; tini's child under `docker run --init`). It
-// returns nil when there is none, or /proc does not tell.
-func servingArgs() []string {
-	self, err := os.Stat("/proc/self/exe")
-	if err != nil {
-		return nil
-	}
-	procs, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	serving := 0
-	for _, p := range procs {
-		pid, err := strconv.Atoi(p.Name())
-		if err != nil || pid == os.Getpid() || serving != 0 && pid > serving {
-			continue
-		}
-		if exe, err := os.Stat("/proc/" + p.Name() + "/exe"); err == nil && os.SameFile(exe, self) {
-			serving = pid
-		}
-	}
-	if serving == 0 {
-		return nil
-	}
-	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(serving) + "/cmdline") // #nosec G304 -- /proc/<pid>/cmdline of a process running this binary
-	if err != nil {
-		return nil
-	}
-	return strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")[1:]
-}
-
-// probe asks a running hello for /healthz, within 2 s in all. It speaks
-// HTTP/1.0 over a plain connection, so the binary carries no HTTP client and
-// the image needs no curl.
-func probe(addr string) error {
-	deadline := time.Now().Add(2 * time.Second) // one bound for the dial and the exchange
-	conn, err := (&net.Dialer{Deadline: deadline}).Dial("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	defer conn.Close()
-	if err := conn.SetDeadline(deadline); err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	if _, err := io.WriteString(conn, "GET /healthz HTTP/1.0\r\nHost: "+addr+"\r\n\r\n"); err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	status, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err)
-	}
-	if f := strings.Fields(status); len(f) < 2 || f[1] != "200" {
-		return fmt.Errorf("healthcheck: %s answered %q", addr, strings.TrimSpace(status))
-	}
-	return nil
-}
-
-// greeter answers every route. One switch, no mux: Go 1.22 ServeMux patterns
-// cost +7.9% instructions per greeting (53.0k vs 49.1k), more than all of
-// hello's own logic.
+// greeter answers every route. One switch, no mux: ServeMux's patterns cost
+// more per greeting than all of hello's own logic (docs/benchmarks.md).
 type greeter struct {
 	draining atomic.Bool // set when shutdown begins
 }
@@ -315,17 +223,14 @@ type greeter struct {
 var (
 	textPlain = []string{"text/plain; charset=utf-8"}
 	nosniff   = []string{"nosniff"}
-	closeConn = []string{"close"}
 )
 
 func (g *greeter) ServeHTTP(w http.ResponseWriter, r *http.Request) { g.answer(w, r) }
 
-// answer answers r and returns the status and the length of the body it
-// wrote, which the access log records: so it needs no ResponseWriter
-// wrapper, which cost an allocation and an indirect call per write.
+// answer answers r and returns the status and body length, for the access log.
 func (g *greeter) answer(w http.ResponseWriter, r *http.Request) (status, size int) {
 	if g.draining.Load() {
-		w.Header()["Connection"] = closeConn // clients reconnect, to a replica that is not stopping
+		w.Header().Set("Connection", "close") // clients reconnect, to a replica that is not stopping
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -342,11 +247,6 @@ func (g *greeter) answer(w http.ResponseWriter, r *http.Request) (status, size i
 	case "/favicon.ico", "/robots.txt": // every browser visit asks for the one, crawlers for the other
 		return refuse(w, http.StatusNotFound, "not found: hello serves greetings, not files")
 	}
-	return g.greet(w, r)
-}
-
-// greet answers /{name}.
-func (g *greeter) greet(w http.ResponseWriter, r *http.Request) (status, size int) {
 	name, ok := nameOf(r.URL)
 	if !ok {
 		return refuse(w, http.StatusNotFound, "not found: the name is a single path segment, like /TutorialHero")
@@ -360,11 +260,9 @@ func (g *greeter) greet(w http.ResponseWriter, r *http.Request) (status, size in
 	return text(w, http.StatusOK, "Hello, "+name+"!\n")
 }
 
-// nameOf returns the decoded single path segment, and false when the path has
-// more than one segment. net/http has decoded u.Path already; u.RawPath, when
-// set, is the path as the client sent it, which tells an escaped slash
-// (/a%2Fb) from a separator. u.EscapedPath() would not: for a path that also
-// holds raw UTF-8 (/ü%2Fb) it re-escapes u.Path and loses the escaped slash.
+// nameOf returns the decoded single path segment, and false when the path
+// has more than one. u.RawPath, when set, is the path as sent: it tells an
+// escaped slash (/a%2Fb) from a separator, where u.EscapedPath() re-escapes.
 func nameOf(u *url.URL) (string, bool) {
 	if u.RawPath == "" {
 		name, ok := strings.CutPrefix(u.Path, "/")
@@ -378,8 +276,7 @@ func nameOf(u *url.URL) (string, bool) {
 	return name, err == nil
 }
 
-// whyRefused says why a name must not be echoed, or returns "" for a good
-// one. The reason never quotes the name.
+// whyRefused says, never quoting it, why a name must not be echoed; "" if it may.
 func whyRefused(name string) string {
 	switch {
 	case len(name) > maxName:
@@ -394,20 +291,14 @@ func whyRefused(name string) string {
 	return ""
 }
 
-// isExplicitBidi is true for the explicit directional formatting characters
-// of Unicode's bidirectional algorithm (UAX #9): the embeddings, overrides
-// and isolates and the two that end them, the runes of CVE-2021-42574
-// ("Trojan Source"). In a terminal or a log they reorder what the reader
-// sees (/%E2%80%AEgnp.exe shows as "Hello, !exe.png"). unicode.Bidi_Control,
-// which the log's escaping uses (isTerminalControl), also holds the marks
-// LRM, RLM and ALM, which reorder nothing and which names in mixed scripts
-// need: they are greeted.
+// isExplicitBidi is true for UAX #9's embeddings, overrides, isolates and their
+// ends ("Trojan Source": /%E2%80%AEgnp.exe shows as "Hello, !exe.png"); not for
+// LRM, RLM and ALM, which unicode.Bidi_Control holds and names in mixed scripts need.
 func isExplicitBidi(r rune) bool {
 	return '\u202a' <= r && r <= '\u202e' || '\u2066' <= r && r <= '\u2069'
 }
 
 // text writes a plain-text answer and returns its status and body length.
-// Direct header map writes skip canonicalizing the keys.
 func text(w http.ResponseWriter, code int, body string) (status, size int) {
 	h := w.Header()
 	h["Content-Type"] = textPlain
@@ -418,22 +309,28 @@ func text(w http.ResponseWriter, code int, body string) (status, size int) {
 	return code, len(body)
 }
 
-// refuse writes an error answer with http.Error, which ends msg with a
-// newline, and returns its status and body length.
+// refuse answers with http.Error, which adds a newline; see text.
 func refuse(w http.ResponseWriter, code int, msg string) (status, size int) {
 	http.Error(w, msg, code)
 	return code, len(msg) + 1
 }
 
-// connLimit is a listener that holds at most limit connections. At the cap it
-// closes the connection idle the longest (a keep-alive one between requests,
-// or one that has not sent a whole request yet) to make room, as nginx does;
-// when every connection is mid-request, the newest waits in Accept and the
-// rest in the kernel's accept queue. Without it, a client that opens a few
-// thousand connections holds ~21 KB of hello's memory with each (docs).
-//
-// A request costs two state changes; each is one atomic store on its own
-// connection. The mutex is taken only on accept, on close and at the cap.
+// newServer is hello's server, with the limits the README's table lists.
+func newServer(handler http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,  // cuts off clients that dribble their headers
+		ReadTimeout:       10 * time.Second, // bounds a whole request, body included
+		WriteTimeout:      10 * time.Second, // bounds a client that does not read its answer
+		IdleTimeout:       60 * time.Second, // frees idle keep-alive connections
+		MaxHeaderBytes:    8 << 10,          // larger headers get 431
+	}
+}
+
+// connLimit holds at most limit connections, so a client with a few thousand
+// sockets cannot get a pod OOM-killed. At the cap it closes the one idle the
+// longest (between requests, or before a whole request), as nginx does; when
+// all are mid-request, the newest waits in Accept, the rest in the kernel.
 type connLimit struct {
 	*net.TCPListener
 	limit   int
@@ -485,8 +382,7 @@ func (l *connLimit) Accept() (net.Conn, error) {
 	return c, nil
 }
 
-// evictLocked closes the connection idle the longest, if any is idle and
-// none is closing.
+// evictLocked closes the connection idle the longest, if none is closing.
 func (l *connLimit) evictLocked() bool {
 	var oldest *limitedConn
 	var since uint64 // oldest's stamp, as read here: a stamp can change meanwhile
@@ -540,60 +436,34 @@ func (c *limitedConn) Close() error {
 	return c.TCPConn.Close()
 }
 
-// requestLog is -access-log's handler: one JSON line per request, with
-// time, remote address, method, target, status, bytes and duration (ns).
-// A probe answered 200 is not logged: the Deployment's readiness probe
-// alone would be 1,800 lines an hour a pod, and the kubelet reports the
-// probes that fail. Its other answers are (/readyz's 503 while shutting
-// down, a 405).
-//
-// It hands the record to the handler itself: slog.Logger's methods also
-// look up their caller for a source field hello does not log, which was
-// 40% of a line's cost (1.7 µs against 1.0).
+// requestLog is -access-log's handler: one JSON line per request, none for a
+// probe answered 200. No client byte reaches a line raw: the target is
+// escapeTarget's, the method a token net/http checked (docs/log.md).
 type requestLog struct {
 	logs slog.Handler
 	g    *greeter
 }
 
-// connLogs is the context key of a connection's handler for its lines.
-type connLogs struct{}
-
-// connContext is the server's ConnContext hook. Every request on a
-// connection comes from the same address, so the handler of its lines
-// formats it once, with slog's WithAttrs (~0.6 µs a connection): a
-// keep-alive request's line then costs ~900 instructions fewer, of ~11,000,
-// and allocates nothing.
-func (l *requestLog) connContext(ctx context.Context, c net.Conn) context.Context {
-	return context.WithValue(ctx, connLogs{}, l.logs.WithAttrs([]slog.Attr{slog.String("remote", c.RemoteAddr().String())}))
-}
-
 func (l *requestLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	status, sent := l.g.answer(w, r)
-	took := time.Since(start) // the monotonic clock only: cheaper than a second time.Now
+	took := time.Since(start) // the line's time is start+took: one wall-clock read
 	if status == http.StatusOK && (r.URL.Path == "/healthz" || r.URL.Path == "/readyz") {
 		return
 	}
 	if r.Method == http.MethodHead {
 		sent = 0 // net/http takes a HEAD's body from the handler and sends none of it
 	}
-	logs := r.Context().Value(connLogs{}).(slog.Handler) // set by connContext
 	line := slog.NewRecord(start.Add(took), slog.LevelInfo, "request", 0)
-	line.AddAttrs(
-		slog.String("method", r.Method), // a token: net/http answers 400 to anything else
-		slog.String("target", escapeTarget(r.RequestURI)),
-		slog.Int("status", status),
-		slog.Int("bytes", sent),
-		slog.Duration("duration", took))
-	_ = logs.Handle(r.Context(), line) // its only error would be logBuffer's, which has none
+	line.AddAttrs(slog.String("remote", r.RemoteAddr), slog.String("method", r.Method),
+		slog.String("target", escapeTarget(r.RequestURI)), slog.Int("status", status),
+		slog.Int("bytes", sent), slog.Duration("duration", took))
+	_ = l.logs.Handle(r.Context(), line) // its only error would be logBuffer's, which has none
 }
 
-// escapeTarget returns the request target as the client sent it, with every
-// byte outside printable ASCII percent-encoded, as nginx and Apache log the
-// request line. So the log tells /a%2Fb (greeted) from /a/b (404) and keeps
-// invalid UTF-8 as it came, no client byte reaches the line raw, and the
-// target can be pasted into curl to send the request again. A raw byte and
-// its escape log alike (/ü and /%C3%BC); hello answers them alike too.
+// escapeTarget returns the target as sent, every byte outside printable ASCII
+// percent-encoded, as nginx logs it: /a%2Fb (greeted) and /a/b (404) stay
+// apart, invalid UTF-8 keeps its value, and the target pastes into curl.
 func escapeTarget(target string) string {
 	i := 0
 	for i < len(target) && '!' <= target[i] && target[i] <= '~' {
@@ -603,58 +473,34 @@ func escapeTarget(target string) string {
 		return target // the common case: nothing to escape, nothing allocated
 	}
 	const upperHex = "0123456789ABCDEF"
-	var b strings.Builder
-	b.Grow(len(target) + 2*(len(target)-i))
-	b.WriteString(target[:i])
-	for ; i < len(target); i++ {
-		if c := target[i]; '!' <= c && c <= '~' {
-			b.WriteByte(c)
+	b := []byte(target[:i])
+	for _, c := range []byte(target[i:]) {
+		if '!' <= c && c <= '~' {
+			b = append(b, c)
 		} else {
-			b.Write([]byte{'%', upperHex[c>>4], upperHex[c&15]})
+			b = append(b, '%', upperHex[c>>4], upperHex[c&15])
 		}
 	}
-	return b.String()
+	return string(b)
 }
 
-// How the log is written. A write system call, and a wake-up of the
-// reader, for each line made a logged request cost 23-35% more CPU than an
-// unlogged one (make bench's row, on a busy machine); in batches, 7-16%.
+// The log is written in batches: a write per line costs far more (docs/benchmarks.md).
 const (
-	// logBufferSize bounds the lines waiting for stdout, besides the batch
-	// being written. At a pod's ~100 requests/s, 1 MiB of ~180-byte lines is
-	// a minute or more of a stalled reader before a line is lost; at full
-	// speed here, two flush intervals.
-	logBufferSize = 1 << 20
-	// logFlushEvery is how long a line waits for others to share its
-	// write. At 300 requests/s, 1 ms batches cost more than none (a timer
-	// wake-up a line); 10 ms were in between, 50 ms and 250 ms alike.
-	logFlushEvery = 50 * time.Millisecond
-	// logStopWait bounds the last write on a clean stop. A reader that
-	// takes nothing for 2 s has stalled (a live one takes a full buffer in
-	// 2 ms), and the Deployment's 5 s delay and 10 s drain plus 2 s stay
-	// inside its 20 s grace period, so the kubelet's SIGKILL does not cut
-	// the stop short.
-	logStopWait = 2 * time.Second
-	// logAtOnceWait is what a second signal leaves the log: enough for a
-	// live reader, here a terminal, to show why hello stopped.
-	logAtOnceWait = 200 * time.Millisecond
+	logBufferSize = 1 << 20                // lines waiting besides the batch being written
+	logFlushEvery = 50 * time.Millisecond  // how long a line waits for others to share its write
+	logStopWait   = 2 * time.Second        // a clean stop's last write: the Deployment's 5 s delay + 10 s drain + 2 s fit its 20 s grace
+	logAtOnceWait = 200 * time.Millisecond // what a second signal leaves the log: enough for a terminal to show why
 )
 
-// logBuffer is the writer under every log line: the access log, net/http's
-// complaints and the lifecycle lines. slog's JSONHandler hands it each line
-// in one Write, which copies the line into a bounded buffer and returns at
-// once: a stdout nobody reads (a full pipe) never makes a request wait, as
-// Docker's non-blocking log mode and Envoy's access log do it. When the
-// buffer is full the line is dropped and counted; once stdout takes lines
-// again, a WARN line "log lines dropped" says how many. One goroutine,
-// drain, writes the buffer to stdout in batches.
+// logBuffer is the writer under every log line: a bounded buffer, so a stdout
+// nobody reads never makes a request wait (Docker's non-blocking log mode,
+// Envoy's access log); a line that does not fit is dropped and counted.
 type logBuffer struct {
 	out  io.Writer
 	wake chan struct{} // a line came into an empty buffer, or the buffer passed half full
 
 	mu      sync.Mutex
-	lines   []byte // waiting for out, escaped (appendEscaped)
-	count   int    // lines in lines
+	lines   []byte // waiting for out
 	dropped int    // lines dropped since the last report
 
 	spare []byte // drain's: the last batch written, whose memory the next one reuses
@@ -664,8 +510,7 @@ func newLogBuffer(out io.Writer) *logBuffer {
 	return &logBuffer{out: out, wake: make(chan struct{}, 1)}
 }
 
-// Write takes one line and never blocks on out. It reports no error: the
-// loggers above it have no one to tell.
+// Write takes one line and never blocks; the loggers above have no one to tell of an error.
 func (b *logBuffer) Write(line []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -674,8 +519,7 @@ func (b *logBuffer) Write(line []byte) (int, error) {
 		b.dropped++
 		return len(line), nil
 	}
-	b.lines = appendEscaped(b.lines, line)
-	b.count++
+	b.lines = append(b.lines, line...)
 	if before == 0 || before < logBufferSize/2 && len(b.lines) >= logBufferSize/2 {
 		select {
 		case b.wake <- struct{}{}:
@@ -685,15 +529,11 @@ func (b *logBuffer) Write(line []byte) (int, error) {
 	return len(line), nil
 }
 
-// start runs drain. The function it returns stops drain, which writes what
-// is left, and waits for that until ctx ends or wait passes; what stdout
-// has not taken by then is lost.
+// start runs drain; the function it returns stops it and waits, at most until
+// ctx ends or wait passes, for it to write what is left.
 func (b *logBuffer) start() func(ctx context.Context, wait time.Duration) {
 	stop, drained := make(chan struct{}), make(chan struct{})
-	go func() {
-		b.drain(stop)
-		close(drained)
-	}()
+	go func() { b.drain(stop); close(drained) }()
 	return func(ctx context.Context, wait time.Duration) {
 		close(stop)
 		ctx, cancel := context.WithTimeout(ctx, wait)
@@ -705,9 +545,7 @@ func (b *logBuffer) start() func(ctx context.Context, wait time.Duration) {
 	}
 }
 
-// drain writes the buffer to out logFlushEvery after the first line of a
-// batch, at once when the buffer is half full, and a last time when stop
-// closes.
+// drain writes the buffer logFlushEvery after a batch's first line, at once when half full, and when stopped.
 func (b *logBuffer) drain(stop <-chan struct{}) {
 	batch := time.NewTimer(logFlushEvery)
 	for {
@@ -727,18 +565,18 @@ func (b *logBuffer) drain(stop <-chan struct{}) {
 	}
 }
 
-// flush writes the buffered lines to out in one Write, then, if lines were
-// dropped, a line that counts them. Lines a failed Write lost are counted
-// as dropped.
+// flush writes the buffered lines to out in one Write, then a line that
+// counts the dropped ones, if any; a failed Write's lines count as dropped.
 func (b *logBuffer) flush() {
 	b.mu.Lock()
-	batch, count, dropped := b.lines, b.count, b.dropped
-	b.lines, b.count, b.dropped = b.spare[:0], 0, 0
+	batch, dropped := b.lines, b.dropped
+	b.lines, b.dropped = b.spare[:0], 0
 	b.mu.Unlock()
 	b.spare = batch
 	if len(batch) > 0 {
 		if n, err := b.out.Write(batch); err != nil {
-			b.countDropped(dropped + count - bytes.Count(batch[:n], []byte{'\n'}))
+			dropped += bytes.Count(batch[n:], []byte{'\n'}) // the lines not wholly written
+		} else if dropped == 0 {
 			return
 		}
 	}
@@ -746,61 +584,67 @@ func (b *logBuffer) flush() {
 		var report bytes.Buffer
 		slog.New(slog.NewJSONHandler(&report, nil)).Warn("log lines dropped", "dropped", dropped)
 		if _, err := b.out.Write(report.Bytes()); err != nil {
-			b.countDropped(dropped)
+			b.mu.Lock()
+			b.dropped += dropped
+			b.mu.Unlock()
 		}
 	}
 }
 
-func (b *logBuffer) countDropped(n int) {
-	b.mu.Lock()
-	b.dropped += n
-	b.mu.Unlock()
-}
-
-// appendEscaped appends a JSON line with every rune a terminal acts on
-// rather than shows (isTerminalControl) written as a \u escape, and invalid
-// UTF-8 as \ufffd. slog writes DEL, the C1 controls and the bidirectional
-// controls raw; JSON escapes the C0 controls itself. A JSON line holds such
-// a rune only inside a string, where the escape reads back as the same
-// rune, so the line's meaning is kept.
-//
-// Every such rune has a byte of 0x7f or more, and hello's own lines have
-// none: the first loop skips them 8 bytes at a time, 50 ns for a line of
-// the access log, where a byte at a time took 160.
-func appendEscaped(dst, line []byte) []byte {
-	i := 0
-	for ; i+8 <= len(line); i += 8 {
-		// A byte's top bit is set in x, or in x plus 1 in every byte, only
-		// when the byte is 0x7f or more; a carry comes only from 0xff.
-		x := binary.LittleEndian.Uint64(line[i:])
-		if (x|(x+0x0101010101010101))&0x8080808080808080 != 0 {
-			break
-		}
+// servingArgs returns the arguments of the lowest PID running this same file (PID 1
+// in a container, tini's child under `docker run --init`); nil if /proc does not tell.
+func servingArgs() []string {
+	self, err := os.Stat("/proc/self/exe")
+	if err != nil {
+		return nil
 	}
-	const hex = "0123456789abcdef"
-	from := 0
-	for i < len(line) {
-		if line[i] < 0x7f {
-			i++
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	serving := 0
+	for _, p := range procs {
+		pid, err := strconv.Atoi(p.Name())
+		if err != nil || pid == os.Getpid() || serving != 0 && pid > serving {
 			continue
 		}
-		r, size := utf8.DecodeRune(line[i:])
-		if size > 1 && !isTerminalControl(r) {
-			i += size
-			continue
+		if exe, err := os.Stat("/proc/" + p.Name() + "/exe"); err == nil && os.SameFile(exe, self) {
+			serving = pid
 		}
-		dst = append(dst, line[from:i]...)
-		dst = append(dst, '\\', 'u', hex[r>>12&15], hex[r>>8&15], hex[r>>4&15], hex[r&15])
-		i += size
-		from = i
 	}
-	return append(dst, line[from:]...)
+	if serving == 0 {
+		return nil
+	}
+	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(serving) + "/cmdline") // #nosec G304 -- /proc/<pid>/cmdline of a process running this binary
+	if err != nil {
+		return nil
+	}
+	return strings.Split(strings.TrimSuffix(string(cmdline), "\x00"), "\x00")[1:]
 }
 
-// isTerminalControl is true for the runes that can reorder, recolour or
-// split a line on an operator's screen: the C0 and C1 controls and DEL
-// (escape sequences, CSI U+009B, line breaks), the bidirectional controls
-// (CVE-2021-42574's reordering) and the line and paragraph separators.
-func isTerminalControl(r rune) bool {
-	return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) || unicode.In(r, unicode.Zl, unicode.Zp)
+// probe asks the hello on host and port for /healthz, within 2 s in all, in
+// HTTP/1.0 over a plain connection: the binary carries no HTTP client.
+func probe(host, port string) error {
+	// Go listens on both families for a wildcard host: 127.0.0.1 reaches it.
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	addr := net.JoinHostPort(host, port)
+	deadline := time.Now().Add(2 * time.Second) // one bound for the dial and the exchange
+	conn, err := (&net.Dialer{Deadline: deadline}).Dial("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	defer conn.Close()
+	// Neither fails but on a broken connection, which the read then reports.
+	_ = conn.SetDeadline(deadline)
+	_, _ = io.WriteString(conn, "GET /healthz HTTP/1.0\r\nHost: "+addr+"\r\n\r\n")
+	status, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	if f := strings.Fields(status); len(f) < 2 || f[1] != "200" {
+		return fmt.Errorf("healthcheck: %s answered %q", addr, strings.TrimSpace(status))
+	}
+	return nil
 }

@@ -116,9 +116,11 @@ signing-key: $(COSIGN_DEP)
 	echo "made a signing key pair: $(SIGNING_KEY) signs (keep it secret), $(basename $(SIGNING_KEY)).pub verifies"
 
 # Before building, ask the registry's /v2/ for an answer within 5 s, as
-# REGISTRY_INSECURE's rule says to speak to it: without one, the push would
-# fail only after the build. No answer, a certificate this machine does not
-# trust, or plain HTTP where the rule says HTTPS: one line that says which.
+# REGISTRY_INSECURE's rule says to speak to it, with the credentials docker
+# login stored for it: without one, the push would fail only after the
+# build. No answer, a certificate this machine does not trust, plain HTTP
+# where the rule says HTTPS, or credentials it refuses or wants: one line
+# that says which.
 registry-check: $(RELEASE) ## Check REGISTRY answers /v2/ within 5 s; plain HTTP, certificate unchecked, only if REGISTRY_INSECURE=true or, when empty, the engine's insecure registries allow it
 	@$(RELEASE) registry $(REGISTRY_HOST) >/dev/null
 

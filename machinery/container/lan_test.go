@@ -60,20 +60,12 @@ func TestPushLANRegistry(t *testing.T) {
 // push does for an insecure registry, and release verify accepts the image.
 func TestPushUntrustedTLS(t *testing.T) {
 	needEngine(t)
-	ln, err := net.Listen("tcp", "[::1]:0")
-	if err != nil {
-		t.Fatalf("no IPv6 loopback to serve the TLS registry on: %v", err)
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	host := mapHost(t, "::1")
+	addr, host := loopback6(t)
 	_, port, _ := net.SplitHostPort(addr)
 	tlsHost := host + ":" + port
-	certFile, keyFile, pool := selfSigned(t, host)
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
-	serveRegistry(t, addr, fmt.Sprintf("  tls:\n    certificate: %s\n    key: %s\n", certFile, keyFile), client)
+	cert := certify(t, serverCert(host), nil)
+	client := &http.Client{Transport: trusting(cert.cert)}
+	serveRegistry(t, addr, tlsSection(cert), "", client)
 	img := newImage(t, tlsHost)
 
 	out, err := img.tryMake("docker-push", "REGISTRY="+tlsHost)
@@ -148,26 +140,46 @@ func mapHost(t *testing.T, ip string) string {
 	return name
 }
 
-// selfSigned writes a self-signed certificate for host and ::1, and its
-// key, into a folder of the test's, and returns them with a pool that
-// trusts the certificate (the test's own client; the machine does not).
-func selfSigned(t *testing.T, host string) (certFile, keyFile string, pool *x509.CertPool) {
+// loopback6 is a free port on ::1 and a new host name mapped to ::1 (see
+// mapHost): an address outside Docker's default insecure-registries,
+// 127.0.0.0/8, so every tool checks the registry's certificate there.
+func loopback6(t *testing.T) (addr, host string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Fatalf("no IPv6 loopback to serve the TLS registry on: %v", err)
+	}
+	addr = ln.Addr().String()
+	if err := ln.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr, mapHost(t, "::1")
+}
+
+// certified is a certificate and its key, written into a folder of the
+// test's.
+type certified struct {
+	cert              *x509.Certificate
+	key               *ecdsa.PrivateKey
+	certFile, keyFile string
+}
+
+// certify makes a key and a certificate from template, valid for the hour
+// around now, signed by parent, or by its own key (self-signed) when parent
+// is nil. No machine trusts it unless the test says so.
+func certify(t *testing.T, template *x509.Certificate, parent *certified) certified {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	template := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: host},
-		DNSNames:     []string{host},
-		IPAddresses:  []net.IP{net.IPv6loopback},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	template.SerialNumber = big.NewInt(time.Now().UnixNano())
+	template.NotBefore, template.NotAfter = time.Now().Add(-time.Hour), time.Now().Add(time.Hour)
+	signer, signerKey := template, key
+	if parent != nil {
+		signer, signerKey = parent.cert, parent.key
 	}
-	der, err := x509.CreateCertificate(rand.Reader, template, template, &key.PublicKey, key)
+	der, err := x509.CreateCertificate(rand.Reader, template, signer, &key.PublicKey, signerKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,15 +192,38 @@ func selfSigned(t *testing.T, host string) (certFile, keyFile string, pool *x509
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	for file, block := range map[string]*pem.Block{certFile: {Type: "CERTIFICATE", Bytes: der}, keyFile: {Type: "EC PRIVATE KEY", Bytes: keyDER}} {
+	c := certified{cert: cert, key: key, certFile: filepath.Join(dir, "cert.pem"), keyFile: filepath.Join(dir, "key.pem")}
+	for file, block := range map[string]*pem.Block{c.certFile: {Type: "CERTIFICATE", Bytes: der}, c.keyFile: {Type: "EC PRIVATE KEY", Bytes: keyDER}} {
 		if err := os.WriteFile(file, pem.EncodeToMemory(block), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	pool = x509.NewCertPool()
-	pool.AddCert(cert)
-	return certFile, keyFile, pool
+	return c
+}
+
+// serverCert is the template of a registry's certificate, for host and ::1.
+func serverCert(host string) *x509.Certificate {
+	return &x509.Certificate{
+		Subject:     pkix.Name{CommonName: host},
+		DNSNames:    []string{host},
+		IPAddresses: []net.IP{net.IPv6loopback},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+}
+
+// tlsSection is the registry's http.tls section (see serveRegistry) for the
+// certificate c.
+func tlsSection(c certified) string {
+	return fmt.Sprintf("  tls:\n    certificate: %s\n    key: %s\n", c.certFile, c.keyFile)
+}
+
+// trusting is a transport for the test's own client that trusts root, a
+// certificate the machine does not.
+func trusting(root *x509.Certificate) *http.Transport {
+	pool := x509.NewCertPool()
+	pool.AddCert(root)
+	return &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 }
 
 // wantCatalog wants the registry at base to hold exactly the repositories

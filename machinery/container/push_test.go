@@ -269,16 +269,17 @@ func repoDigests(t *testing.T, ref string) []string {
 func startRegistry(t *testing.T) string {
 	t.Helper()
 	addr := "127.0.0.1:" + freePort(t)
-	serveRegistry(t, addr, "", http.DefaultClient)
+	serveRegistry(t, addr, "", "", http.DefaultClient)
 	return addr
 }
 
 // serveRegistry runs CNCF Distribution's registry on addr with storage in a
 // temporary folder, both gone when the test ends, and returns once it answers
-// /v2/ to client. tls, when not empty, is its http.tls section (YAML, indented
-// for it): then it speaks HTTPS. `make container-test` builds it and sets
+// /v2/ to client with 200. tls, when not empty, is its http.tls section
+// (YAML, indented for it): then it speaks HTTPS. auth, when not empty, is its
+// auth section (YAML, from "auth:"). `make container-test` builds it and sets
 // REGISTRY_BIN.
-func serveRegistry(t *testing.T, addr, tls string, client *http.Client) {
+func serveRegistry(t *testing.T, addr, tls, auth string, client *http.Client) {
 	t.Helper()
 	bin := os.Getenv("REGISTRY_BIN")
 	if bin == "" {
@@ -294,7 +295,7 @@ storage:
     rootdirectory: %s
 http:
   addr: "%s"
-%s`, filepath.Join(dir, "storage"), addr, tls), 0o600)
+%s%s`, filepath.Join(dir, "storage"), addr, tls, auth), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,8 +23,11 @@
 // signature, made for that tag in that repository, and its SBOM attestation;
 // otherwise it says on one line why the image is refused, and exits 1.
 // registry prints whether the rule below lets REGISTRY speak plain HTTP,
-// true or false, once its /v2/ has answered within 5 s; otherwise it says on
-// one line why not. policy prints the ClusterImagePolicies NAME-signed and
+// true or false, once its /v2/ has answered within 5 s to the credentials
+// docker login stored for it, if any; otherwise it says on one line why not.
+// Every command asks with those credentials, and so does the cosign it runs;
+// a registry that refuses them, or wants some, gets one line that says to
+// run docker login. policy prints the ClusterImagePolicies NAME-signed and
 // NAME-sbom that make the cluster's admission webhook (sigstore
 // policy-controller) want the same of every image of REGISTRY/IMAGE: a
 // signature and an SBOM attestation by one of the keys (policy.go).

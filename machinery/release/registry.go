@@ -29,6 +29,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -185,31 +186,56 @@ func (h httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 // check asks the registry's /v2/ for an answer within 5 s, as the rule says
-// to speak to it.
+// to speak to it, with the credentials docker login stored for it (or none):
+// a registry that wants a login is asked with them, as a push would be.
 func (r registry) check(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	reg, err := name.NewRegistry(r.host, r.names...)
+	reg, auth, err := r.login()
 	if err != nil {
 		return err
 	}
-	if _, err := transport.Ping(ctx, reg, r.transport); err != nil {
-		var dns *net.DNSError
-		var op *net.OpError
-		if errors.As(err, &dns) || errors.As(err, &op) && op.Op == "dial" || errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("no registry answers at %s within 5 s (%v): start it, or push elsewhere with REGISTRY=host:port", r.host, err)
-		}
-		return r.explain(err)
+	// The handshake pings /v2/ and, for a token registry, fetches a token:
+	// wrong credentials are refused there or by the GET after it.
+	tr, err := transport.NewWithContext(ctx, reg, auth, r.transport, []string{reg.Scope(transport.PullScope)})
+	if err == nil {
+		err = getV2(ctx, reg, tr)
 	}
-	return nil
+	var dns *net.DNSError
+	var op *net.OpError
+	if errors.As(err, &dns) || errors.As(err, &op) && op.Op == "dial" || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("no registry answers at %s within 5 s (%v): start it, or push elsewhere with REGISTRY=host:port", r.host, err)
+	}
+	return r.explain(err)
 }
 
-// explain turns a registry's refusal to speak as the rule says into one line
-// that names the knob; other errors pass unchanged.
+// getV2 asks reg's /v2/ through tr, which chose the scheme and adds the
+// credentials; anything but 200 is a *transport.Error.
+func getV2(ctx context.Context, reg name.Registry, tr http.RoundTripper) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+reg.RegistryStr()+"/v2/", nil) // #nosec G704 -- the registry REGISTRY names, which the user pushes to
+	if err != nil {
+		return err
+	}
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return transport.CheckError(resp, http.StatusOK)
+}
+
+// explain turns a registry's refusal to speak as the rule says, or to let in
+// the credentials docker login stored for it, into one line that says what
+// to do; other errors pass unchanged.
 func (r registry) explain(err error) error {
 	var cert *tls.CertificateVerificationError
+	var status *transport.Error
 	switch {
-	case err == nil || r.insecure:
+	case err == nil:
+		return nil
+	case errors.As(err, &status) && (status.StatusCode == http.StatusUnauthorized || status.StatusCode == http.StatusForbidden):
+		return r.refused(status.StatusCode)
+	case r.insecure:
 		return err
 	case errors.As(err, &cert):
 		return fmt.Errorf("%s speaks HTTPS with a certificate this machine does not trust (%v); nothing was pushed or read. "+
@@ -221,6 +247,34 @@ func (r registry) explain(err error) error {
 			"Podman: insecure = true in registries.conf) or set REGISTRY_INSECURE=true", r.host, r.why)
 	}
 	return err
+}
+
+// login is the registry and the credentials docker login stored for it:
+// authn.DefaultKeychain reads DOCKER_CONFIG's config.json, else ~/.docker's,
+// as cosign does; authn.Anonymous when there are none.
+func (r registry) login() (name.Registry, authn.Authenticator, error) {
+	reg, err := name.NewRegistry(r.host, r.names...)
+	if err != nil {
+		return name.Registry{}, nil, err
+	}
+	auth, err := authn.DefaultKeychain.Resolve(reg)
+	return reg, auth, err
+}
+
+// refused is the line for a registry that answered code (401 or 403): it
+// refused the credentials docker login stored for it, or, when there are
+// none, it wants a login.
+func (r registry) refused(code int) error {
+	_, auth, err := r.login()
+	if err != nil {
+		return err
+	}
+	if auth == authn.Anonymous {
+		return fmt.Errorf("%s wants a login (%d %s), and docker login stored no credentials for it: log in with docker login %s",
+			r.host, code, http.StatusText(code), r.host)
+	}
+	return fmt.Errorf("%s refused the credentials docker login stored for it (%d %s): log in again with docker login %s",
+		r.host, code, http.StatusText(code), r.host)
 }
 
 // registryCommand is `release registry HOST`: once HOST's /v2/ has

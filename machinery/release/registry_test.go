@@ -3,8 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -112,5 +116,45 @@ func TestHTTPSOnly(t *testing.T) {
 	}
 	if line := reg.explain(err).Error(); !strings.Contains(line, "REGISTRY_INSECURE=true") || strings.Contains(line, "\n") {
 		t.Errorf("the refusal explained: %q, want one line naming REGISTRY_INSECURE=true", line)
+	}
+}
+
+// TestCheckLogin: a registry that wants a login is asked with the
+// credentials docker login stored for it; refused or missing credentials
+// are one line that names it and says to run docker login.
+func TestCheckLogin(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if user, pass, ok := r.BasicAuth(); !ok || user != "hello" || pass != "right" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="hello"`)
+			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
+		}
+	}))
+	defer srv.Close()
+	host := srv.Listener.Addr().String()
+	reg := registry{host: host, transport: httpsOnly{srv.Client().Transport}}
+	for _, tc := range []struct {
+		name, config, want string
+	}{
+		{"logged in", `{"auths": {"` + host + `": {"auth": "aGVsbG86cmlnaHQ="}}}`, ""}, // hello:right
+		{"wrong password", `{"auths": {"` + host + `": {"auth": "aGVsbG86d3Jvbmc="}}}`, // hello:wrong
+			host + " refused the credentials docker login stored for it (401 Unauthorized): log in again with docker login " + host},
+		{"no login", `{}`, host + " wants a login (401 Unauthorized), and docker login stored no credentials for it: log in with docker login " + host},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			home := t.TempDir() // where the keychain looks besides DOCKER_CONFIG: empty
+			for _, v := range []string{"HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR"} {
+				t.Setenv(v, home)
+			}
+			t.Setenv("REGISTRY_AUTH_FILE", "")
+			config := t.TempDir()
+			if err := os.WriteFile(filepath.Join(config, "config.json"), []byte(tc.config), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv("DOCKER_CONFIG", config)
+			err := reg.check(context.Background())
+			if got := fmt.Sprint(err); tc.want == "" && err != nil || tc.want != "" && got != tc.want {
+				t.Errorf("check with %s = %v, want %q", tc.config, err, tc.want)
+			}
+		})
 	}
 }
