@@ -26,7 +26,13 @@ var root, _ = filepath.Abs("../..")
 // the test with the command, its exit status and its output.
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	out, err := tryRun(name, args...)
+	return runEnv(t, nil, name, args...)
+}
+
+// runEnv is run with variables added to the environment.
+func runEnv(t *testing.T, env []string, name string, args ...string) string {
+	t.Helper()
+	out, err := tryRunEnv(env, name, args...)
 	if err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}
@@ -51,10 +57,17 @@ func tryRunEnv(env []string, name string, args ...string) (string, error) {
 	return strings.TrimSpace(stdout.String()), nil
 }
 
-// docker runs the docker CLI; see run.
+// docker runs the docker CLI on the default engine; see run.
 func docker(t *testing.T, args ...string) string {
 	t.Helper()
-	return run(t, "docker", args...)
+	return dockerOn(t, nil, args...)
+}
+
+// dockerOn runs the docker CLI on the engine env names (nil: the default
+// one; startDocker28 returns another's); see run.
+func dockerOn(t *testing.T, env []string, args ...string) string {
+	t.Helper()
+	return runEnv(t, env, "docker", args...)
 }
 
 // image is one image the suite builds with make, under names no one else uses,
@@ -108,10 +121,17 @@ func (img image) makeArgs(target string, knobs ...string) []string {
 // architecture, behind.
 func (img image) make(t *testing.T, target string, knobs ...string) string {
 	t.Helper()
+	return img.makeOn(t, nil, target, knobs...)
+}
+
+// makeOn is make with variables added to make's environment: the engine's
+// of startDocker28, for one.
+func (img image) makeOn(t *testing.T, env []string, target string, knobs ...string) string {
+	t.Helper()
 	call := strings.Join(append([]string{target}, knobs...), " ")
 	before := workingBinary()
 	start := time.Now()
-	out, err := img.tryMake(target, knobs...)
+	out, err := tryRunEnv(env, "make", img.makeArgs(target, knobs...)...)
 	if err != nil {
 		t.Fatalf("make %s: %v\n%s", call, err, out)
 	}
@@ -145,16 +165,22 @@ const testSource = "https://example.invalid/hello"
 // container's name.
 func container(t *testing.T, ref string, flags []string, args ...string) string {
 	t.Helper()
+	return containerOn(t, nil, ref, flags, args...)
+}
+
+// containerOn is container on the engine env names; see dockerOn.
+func containerOn(t *testing.T, env []string, ref string, flags []string, args ...string) string {
+	t.Helper()
 	name := fmt.Sprintf("hello-ctest-%d-%d", os.Getpid(), time.Now().UnixNano()%1e9)
 	t.Cleanup(func() {
-		if _, err := tryRun("docker", "container", "inspect", name); err == nil {
-			if out, err := tryRun("docker", "rm", "-f", name); err != nil {
+		if _, err := tryRunEnv(env, "docker", "container", "inspect", name); err == nil {
+			if out, err := tryRunEnv(env, "docker", "rm", "-f", name); err != nil {
 				t.Errorf("cleanup: docker rm -f %s: %v\n%s", name, err, out)
 			}
 		}
 	})
 	argv := append([]string{"run", "-d", "--name", name}, flags...)
-	docker(t, append(append(argv, ref), args...)...)
+	dockerOn(t, env, append(append(argv, ref), args...)...)
 	return name
 }
 
@@ -170,7 +196,13 @@ func locked(port string) []string {
 // hostAddr is where Docker published the container's port on 127.0.0.1.
 func hostAddr(t *testing.T, name, port string) string {
 	t.Helper()
-	for _, addr := range strings.Fields(docker(t, "port", name, port+"/tcp")) {
+	return hostAddrOn(t, nil, name, port)
+}
+
+// hostAddrOn is hostAddr on the engine env names; see dockerOn.
+func hostAddrOn(t *testing.T, env []string, name, port string) string {
+	t.Helper()
+	for _, addr := range strings.Fields(dockerOn(t, env, "port", name, port+"/tcp")) {
 		if strings.HasPrefix(addr, "127.0.0.1:") {
 			return addr
 		}

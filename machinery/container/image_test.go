@@ -326,19 +326,25 @@ func onlyFile(t *testing.T, files []file, binary []byte) {
 // waitHealthy wants Docker to call the container healthy within 15 s of its start.
 func waitHealthy(t *testing.T, name string) {
 	t.Helper()
-	started, err := time.Parse(time.RFC3339Nano, docker(t, "inspect", "-f", "{{.State.StartedAt}}", name))
+	waitHealthyOn(t, nil, name)
+}
+
+// waitHealthyOn is waitHealthy on the engine env names; see dockerOn.
+func waitHealthyOn(t *testing.T, env []string, name string) {
+	t.Helper()
+	started, err := time.Parse(time.RFC3339Nano, dockerOn(t, env, "inspect", "-f", "{{.State.StartedAt}}", name))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for {
-		status := docker(t, "inspect", "-f", "{{.State.Health.Status}}", name)
+		status := dockerOn(t, env, "inspect", "-f", "{{.State.Health.Status}}", name)
 		if status == "healthy" {
 			t.Logf("healthy %.1fs after start", time.Since(started).Seconds())
 			return
 		}
 		if time.Since(started) > 15*time.Second {
 			t.Fatalf("health %q 15 s after start, want healthy; docker inspect .State.Health:\n%s",
-				status, docker(t, "inspect", "-f", "{{json .State.Health}}", name))
+				status, dockerOn(t, env, "inspect", "-f", "{{json .State.Health}}", name))
 		}
 		time.Sleep(250 * time.Millisecond)
 	}

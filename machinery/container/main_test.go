@@ -30,11 +30,17 @@ func TestMain(m *testing.M) {
 // needEngine skips the test when there is no Docker engine, or fails it under CI.
 func needEngine(t *testing.T) {
 	t.Helper()
-	if noEngine == "" {
-		return
+	if noEngine != "" {
+		lacking(t, "no Docker engine: "+noEngine)
 	}
+}
+
+// lacking skips the test for a missing piece that why names, or fails it
+// under CI, where every piece must be there.
+func lacking(t *testing.T, why string) {
+	t.Helper()
 	if os.Getenv("CI") == "true" {
-		t.Fatalf("CI=true and no Docker engine: %s", noEngine)
+		t.Fatalf("CI=true and %s", why)
 	}
-	t.Skipf("SKIPPED, no Docker engine: %s", noEngine)
+	t.Skipf("SKIPPED, %s", why)
 }
