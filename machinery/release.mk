@@ -176,7 +176,7 @@ POLICY_OPT_IN = $(HAS_ADMISSION) && if [ "$$admission" = yes ]; then \
 		{ $(KUBECTL_CTX) wait --for=condition=Ready --timeout=1m $(POLICIES) || \
 			{ echo "the image policies are not Ready: does policy-controller's webhook run? (kubectl -n cosign-system get pods)"; exit 1; }; } && \
 		echo "$$OPT_IN" >>"$$dir/kustomization.yaml"; \
-	else echo "this cluster does not enforce signatures (it serves no $(ADMISSION_API)): only make checked this image; install sigstore policy-controller to have every pod checked (docs/kubernetes.md#admission)"; fi
+	else echo "this cluster does not enforce signatures (it serves no $(ADMISSION_API)): only make checked this image; install sigstore policy-controller to have every pod checked (docs/kubernetes.md\#admission)"; fi
 
 kubectl-check:
 	@command -v $(KUBECTL) >/dev/null || { echo "$(KUBECTL) not found: install kubectl or set KUBECTL=/path/to/kubectl"; exit 1; }

@@ -100,7 +100,7 @@ func TestPushLogin(t *testing.T) {
 			t.Errorf("DOCKER_CONFIG=%s release verify %s: %v %q, want the one line %q", r.config, ref, err, out, r.line)
 		}
 		out, err := tryRunEnv(env, cosign, "verify", "--key", pub, "--insecure-ignore-tlog=true",
-			"--trusted-root", filepath.Join(root, "release", "trusted-root.json"), pushed)
+			"--trusted-root", filepath.Join(root, "machinery", "release", "trusted-root.json"), pushed)
 		if err == nil || !strings.Contains(out, "UNAUTHORIZED") {
 			t.Errorf("DOCKER_CONFIG=%s cosign verify %s: %v, want refused as UNAUTHORIZED\n%s", r.config, pushed, err, out)
 		}

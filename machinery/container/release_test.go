@@ -319,7 +319,7 @@ func checkSBOM(t *testing.T, cosign, pub, ref string, img image) {
 func attestation(t *testing.T, cosign, pub, ref string) (string, json.RawMessage) {
 	t.Helper()
 	out := run(t, cosign, "verify-attestation", "--key", pub, "--insecure-ignore-tlog=true",
-		"--trusted-root", filepath.Join(root, "release", "trusted-root.json"), "--type", "cyclonedx", ref)
+		"--trusted-root", filepath.Join(root, "machinery", "release", "trusted-root.json"), "--type", "cyclonedx", ref)
 	var envelope struct{ Payload string }
 	var statement struct {
 		PredicateType string

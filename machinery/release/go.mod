@@ -1,4 +1,4 @@
-module hello/release
+module hello/machinery/release
 
 go 1.25.0
 

@@ -1,4 +1,4 @@
-module hello/tools/cosign
+module hello/machinery/tools/cosign
 
 go 1.25.0
 

@@ -1,4 +1,4 @@
-module hello/tools/cyclonedx-gomod
+module hello/machinery/tools/cyclonedx-gomod
 
 go 1.25
 

@@ -1,4 +1,4 @@
-module hello/tools/gosec
+module hello/machinery/tools/gosec
 
 go 1.26.0
 

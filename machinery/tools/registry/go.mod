@@ -1,4 +1,4 @@
-module hello/tools/registry
+module hello/machinery/tools/registry
 
 go 1.23.7
 

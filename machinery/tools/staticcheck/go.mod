@@ -1,4 +1,4 @@
-module hello/tools/staticcheck
+module hello/machinery/tools/staticcheck
 
 go 1.26.0
 
